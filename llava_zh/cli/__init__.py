@@ -1,0 +1,51 @@
+"""The ``llava-zh`` command line: a thin layer whose verbs mirror the Python API.
+
+Each verb lives in its own module of this package and exposes ``register(subparsers)``, which adds its
+parser and sets ``func`` to a callable taking the parsed arguments and returning the exit status.
+Modules are imported only when their verb is used, so ``llava-zh --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+# verb -> (module, one-line help). Add a verb here and in its module; nothing else to wire.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("llava_zh.cli.demo", "load the embedded sample through the builder and show it"),
+    "info": ("llava_zh.cli.info", "samples per task, features and cache location of a source"),
+    "validate": ("llava_zh.cli.validate", "check every sample of a source; exit 1 when any is bad"),
+}
+
+
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    from llava_zh import __version__
+
+    parser = argparse.ArgumentParser(prog="llava-zh", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"llava-zh {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    wanted = None
+    if argv:
+        wanted = next((a for a in argv if not a.startswith("-")), None)
+    for verb, (module, help_) in COMMANDS.items():
+        if wanted is not None and wanted in COMMANDS and verb != wanted:
+            sub.add_parser(verb, help=help_)  # listed in --help, its module not imported
+            continue
+        importlib.import_module(module).register(sub, verb, help_)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""On-disk record formats, each turned into the one LLaVA record shape the builder validates.
+
+LLaVA files hold ``{id, image, conversations}``; exports for other trainers hold ShareGPT
+(``conversations`` + ``images``) or chat messages (``messages`` + ``images``). The builder reads any of
+them: ``to_llava_record`` looks at a record's keys, picks the format from ``RECORD_FORMATS`` and returns
+``{id, image?, conversations, task?, language?, source?}``. A new on-disk format is one more entry.
+
+Example:
+    >>> to_llava_record({"id": "1", "image": "1.jpg", "conversations": [{"from": "human", "value": "<image>\\n?"}]})["image"]
+    '1.jpg'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+RecordFormat = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+class RecordFormatError(ValueError):
+    """A record that no known format describes, or that its format cannot express as a LLaVA sample."""
+
+
+def llava_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """LLaVA records are already in shape: returned as they are (the validator judges them)."""
+    return dict(record)
+
+
+#: format name -> converter of one raw record to a LLaVA record. Formats added by converter modules
+#: register here (see ``llava_zh.convert``); the order of ``_DETECTORS`` decides which applies.
+RECORD_FORMATS: dict[str, RecordFormat] = {"llava": llava_record}
+
+
+def _is_sharegpt(record: Mapping[str, Any]) -> bool:
+    return "conversations" in record and "images" in record
+
+
+def _is_messages(record: Mapping[str, Any]) -> bool:
+    return "messages" in record and "conversations" not in record
+
+
+_DETECTORS: tuple[tuple[str, Callable[[Mapping[str, Any]], bool]], ...] = (
+    ("sharegpt", _is_sharegpt),
+    ("messages", _is_messages),
+)
+
+
+def detect_format(record: Mapping[str, Any]) -> str:
+    """Name of the format a raw record is in (``llava`` unless its keys say otherwise)."""
+    for name, test in _DETECTORS:
+        if test(record):
+            return name
+    return "llava"
+
+
+def _load_converter_formats() -> None:
+    # The ShareGPT and messages readers live with their converters; importing them registers them.
+    import importlib
+
+    for module in ("llava_zh.convert.sharegpt", "llava_zh.convert.messages"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # converters not installed in this build: only LLaVA records are read
+            pass
+
+
+def to_llava_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn one raw record of any known format into a LLaVA record dict."""
+    if not isinstance(record, Mapping):
+        return record  # the validator reports the wrong type with the file and line
+    name = detect_format(record)
+    convert = RECORD_FORMATS.get(name)
+    if convert is None:
+        _load_converter_formats()
+        convert = RECORD_FORMATS.get(name)
+    if convert is None:
+        raise RecordFormatError(f"records in the {name!r} format cannot be read: no reader is registered for it")
+    return convert(record)
