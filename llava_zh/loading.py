@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 import datasets
 
 from . import __version__
-from .errors import SourceError
+from .errors import BadSampleError, SourceError
 from .prepare import POLICIES, collect_reports
 from .report import LoadReport
 from .schema import CONFIGS, DATASET_NAME, DEFAULT_LANGUAGE
@@ -163,7 +163,16 @@ def load_dataset(
             report.quarantine_path = reports_dir
         return (ds, report) if return_report else ds
 
-    builder.download_and_prepare(num_proc=num_proc)
+    try:
+        builder.download_and_prepare(num_proc=num_proc)
+    except datasets.exceptions.DatasetGenerationError as e:
+        # datasets wraps what the generator raised; a bad sample is the user's error, shown as such
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, BadSampleError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
     ds = builder.as_dataset(split=split)
     reports_dir = os.path.join(builder.cache_dir, "llava_zh_reports")
     splits = splits or list(builder.info.splits)

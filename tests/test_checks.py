@@ -1,0 +1,109 @@
+"""Every validation rule, and the fast checks agreeing with the JSON Schema on schema rules."""
+
+import pytest
+from PIL import Image
+
+from factories import jpeg_bytes, record
+from llava_zh.checks import check_image_bytes, check_image_path, check_record
+from llava_zh.schema import json_schema_validator
+
+
+def _turns(*pairs):
+    return [{"from": f, "value": v} for f, v in pairs]
+
+
+BAD = {
+    "schema": [
+        ["not", "an", "object"],
+        {"conversations": _turns(("human", "x"), ("gpt", "y"))},
+        {"id": "a"},
+        {"id": 7, "conversations": _turns(("human", "x"), ("gpt", "y"))},
+        {"id": "a", "conversations": []},
+        {"id": "a", "conversations": "hello"},
+        {"id": "a", "conversations": [{"from": "human"}]},
+        {"id": "a", "conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "y"}]},
+        {"id": "a", "conversations": _turns(("human", "x"), ("gpt", "y")), "task": "chitchat"},
+        {"id": "a", "conversations": _turns(("human", "x"), ("gpt", "y")), "image": 5},
+    ],
+    "empty_value": [
+        {"id": "", "conversations": _turns(("human", "x"), ("gpt", "y"))},
+        {"id": "a", "conversations": _turns(("human", "x"), ("gpt", "  \n"))},
+        {"id": "a", "conversations": _turns(("human", "<image>\nx"), ("gpt", "y")), "image": " "},
+    ],
+    "role_order": [
+        {"id": "a", "conversations": _turns(("gpt", "x"), ("human", "y"))},
+        {"id": "a", "conversations": _turns(("human", "x"), ("human", "y"))},
+        {"id": "a", "conversations": _turns(("human", "x"), ("gpt", "y"), ("human", "z"))},
+        {"id": "a", "conversations": _turns(("narrator", "x"), ("gpt", "y"))},
+        {"id": "a", "conversations": _turns(("human", "x"), ("system", "s"), ("gpt", "y"))},
+    ],
+    "image_placeholder": [
+        {"id": "a", "image": "a.jpg", "conversations": _turns(("human", "x"), ("gpt", "y"))},
+        {"id": "a", "image": "a.jpg", "conversations": _turns(("human", "<image><image>x"), ("gpt", "y"))},
+        {"id": "a", "image": "a.jpg", "conversations": _turns(("human", "x"), ("gpt", "y"), ("human", "<image>"), ("gpt", "z"))},
+        {"id": "a", "conversations": _turns(("human", "<image>\nx"), ("gpt", "y"))},
+    ],
+    "unsafe_image_path": [
+        {"id": "a", "image": "../etc/passwd", "conversations": _turns(("human", "<image>x"), ("gpt", "y"))},
+        {"id": "a", "image": "/abs/a.jpg", "conversations": _turns(("human", "<image>x"), ("gpt", "y"))},
+        {"id": "a", "image": "imgs\\..\\..\\a.jpg", "conversations": _turns(("human", "<image>x"), ("gpt", "y"))},
+        {"id": "a", "image": "C:/a.jpg", "conversations": _turns(("human", "<image>x"), ("gpt", "y"))},
+        {"id": "a", "image": "http://x.org/a.jpg", "conversations": _turns(("human", "<image>x"), ("gpt", "y"))},
+    ],
+}
+SCHEMA_RULES = {"schema", "empty_value"}
+
+
+@pytest.mark.parametrize("rule,rec", [(rule, rec) for rule, recs in BAD.items() for rec in recs])
+def test_each_rule_is_named(rule, rec):
+    problem = check_record(rec)
+    assert problem is not None and problem.rule == rule, problem
+    assert problem.message
+
+
+@pytest.mark.parametrize("rule,rec", [(rule, rec) for rule, recs in BAD.items() for rec in recs])
+def test_fast_checks_agree_with_jsonschema(rule, rec):
+    errors = list(json_schema_validator("llava_sample").iter_errors(rec))
+    if rule in SCHEMA_RULES:
+        assert errors, "jsonschema accepted a record the fast path refused"
+        kinds = {"empty_value" if e.validator in ("minLength", "pattern") else "schema" for e in errors}
+        assert rule in kinds
+    else:
+        assert not errors, "a non-schema rule must be one the schema cannot express"
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        record(0, "conversation"),
+        record(1, "detail_description"),
+        record(2, "complex_reasoning", image=False),
+        {"id": "s", "conversations": _turns(("system", "你是助手"), ("human", "x"), ("gpt", "y"))},
+        {"id": "u", "image": "a/b.jpg", "conversations": _turns(("USER", "问题?\n<image>"), ("助手", "答"))},
+        {"id": "x", "conversations": _turns(("human", "x"), ("gpt", "y")), "extra": {"kept": True}},
+    ],
+)
+def test_valid_records_pass_both(rec):
+    assert check_record(rec) is None
+    assert not list(json_schema_validator("llava_sample").iter_errors(rec))
+
+
+def test_text_only_mode_ignores_image_and_placeholder():
+    rec = record(0, "conversation")
+    assert check_record(rec, text_only=True) is None
+
+
+def test_image_path_rules():
+    assert check_image_path("train2017/000000033471.jpg") is None
+    assert check_image_path("a/../b.jpg").rule == "unsafe_image_path"
+
+
+def test_image_bytes_rules(monkeypatch):
+    assert check_image_bytes(jpeg_bytes(), "a.jpg") is None
+    assert check_image_bytes(b"not an image", "a.jpg").rule == "undecodable_image"
+    assert check_image_bytes(jpeg_bytes()[:40], "a.jpg").rule in ("undecodable_image", None)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    problem = check_image_bytes(jpeg_bytes(20, 10), "big.jpg")  # 200 pixels, over the limit of 100
+    assert problem.rule == "image_too_large" and "big.jpg" in problem.message
+    problem = check_image_bytes(jpeg_bytes(40, 20), "huge.jpg")  # 800 > 2x limit: Pillow raises itself
+    assert problem.rule == "image_too_large"
