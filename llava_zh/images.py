@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tarfile
 import zipfile
 from pathlib import Path
@@ -82,19 +83,30 @@ class FolderContainer:
 
 
 class ZipContainer:
-    """Members of a zip archive, found through its central directory."""
+    """Members of a zip archive, found through its central directory.
+
+    Stored (uncompressed) members, the usual case for JPEGs, are read with two ``os.pread`` calls at the
+    offset the local header gives, several times faster than ``ZipFile.read``; deflated or encrypted
+    members go through ``zipfile``.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
         self._zip = zipfile.ZipFile(self.path)
         self._infos = {_clean(i.filename): i for i in self._zip.infolist() if not i.is_dir()}
         self._alias = _with_stripped_top(self._infos)
+        self._fd = os.open(self.path, os.O_RDONLY)
 
     def get(self, name: str) -> Optional[bytes]:
         name = _clean(name)
         info = self._infos.get(name) or self._infos.get(self._alias.get(name, ""))
         if info is None:
             return None
+        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+            header = os.pread(self._fd, 30, info.header_offset)
+            if header[:4] == b"PK\x03\x04":
+                name_len, extra_len = struct.unpack("<HH", header[26:30])
+                return os.pread(self._fd, info.file_size, info.header_offset + 30 + name_len + extra_len)
         return self._zip.read(info)
 
     def names(self) -> Iterable[str]:
@@ -102,6 +114,7 @@ class ZipContainer:
 
     def close(self) -> None:
         self._zip.close()
+        os.close(self._fd)
 
     def __repr__(self) -> str:
         return f"zip {self.path}"

@@ -23,6 +23,7 @@ _CHAT_ROLES: dict[str, str] = {
     "系统": "system",
 }
 _LLAVA_FROM_CHAT: dict[str, str] = {"user": "human", "assistant": "gpt", "system": "system"}
+_LLAVA_FAST: dict[str, str] = {k: _LLAVA_FROM_CHAT[v] for k, v in _CHAT_ROLES.items()}
 
 
 class UnknownRoleError(ValueError):
@@ -31,6 +32,9 @@ class UnknownRoleError(ValueError):
 
 def normalize_role(role: str, sample_id: Optional[str] = None) -> str:
     """Map any known spelling of a role to ``user``, ``assistant`` or ``system`` (chat vocabulary)."""
+    found = _CHAT_ROLES.get(role)  # the exact spelling first: the hot path when loading
+    if found is not None:
+        return found
     found = _CHAT_ROLES.get(role.strip().lower()) if isinstance(role, str) else None
     if found is None:
         where = f"sample {sample_id!r}: " if sample_id is not None else ""
@@ -41,8 +45,9 @@ def normalize_role(role: str, sample_id: Optional[str] = None) -> str:
 
 def to_llava_role(role: str, sample_id: Optional[str] = None) -> str:
     """Map any known spelling of a role to LLaVA's ``human``, ``gpt`` or ``system``."""
-    return _LLAVA_FROM_CHAT[normalize_role(role, sample_id)]
+    found = _LLAVA_FAST.get(role)
+    return found if found is not None else _LLAVA_FROM_CHAT[normalize_role(role, sample_id)]
 
 
 def is_known_role(role: object) -> bool:
-    return isinstance(role, str) and role.strip().lower() in _CHAT_ROLES
+    return role in _LLAVA_FAST or (isinstance(role, str) and role.strip().lower() in _CHAT_ROLES)

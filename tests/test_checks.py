@@ -107,3 +107,36 @@ def test_image_bytes_rules(monkeypatch):
     assert problem.rule == "image_too_large" and "big.jpg" in problem.message
     problem = check_image_bytes(jpeg_bytes(40, 20), "huge.jpg")  # 800 > 2x limit: Pillow raises itself
     assert problem.rule == "image_too_large"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+@pytest.mark.parametrize("size", [(1, 1), (37, 19), (640, 480)])
+def test_header_sizes_agree_with_pillow(fmt, size, monkeypatch):
+    """The fast JPEG/PNG header reader and Pillow see the same size (checked through the bomb limit)."""
+    from llava_zh.checks import _sniff_size
+
+    data = jpeg_bytes(*size, fmt=fmt)
+    sniffed = _sniff_size(data)
+    if fmt in ("JPEG", "PNG"):
+        assert sniffed == size
+    import io as _io
+
+    assert Image.open(_io.BytesIO(data)).size == size
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", size[0] * size[1])
+    assert check_image_bytes(data, "x") is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", size[0] * size[1] - 1 or None)
+    if size != (1, 1):
+        assert check_image_bytes(data, "x").rule == "image_too_large"
+
+
+def test_progressive_jpeg_and_exif_are_read():
+    import io as _io
+
+    from llava_zh.checks import _sniff_size
+
+    buf = _io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010F] = "camera"
+    Image.new("RGB", (50, 30), (9, 9, 9)).save(buf, format="JPEG", progressive=True, exif=exif.tobytes())
+    assert _sniff_size(buf.getvalue()) == (50, 30)
+    assert check_image_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF", "cut.jpg").rule == "undecodable_image"

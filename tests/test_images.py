@@ -60,3 +60,15 @@ def test_not_a_container(tmp_path):
     p.write_text("x")
     with pytest.raises(ValueError, match="not an image container"):
         open_container(p)
+
+
+def test_zip_stored_and_deflated_members(tmp_path):
+    import zipfile
+
+    path = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(zipfile.ZipInfo("stored.jpg"), IMAGES["a.jpg"], compress_type=zipfile.ZIP_STORED)
+        z.writestr(zipfile.ZipInfo("deflated.jpg"), IMAGES["sub/b.jpg"], compress_type=zipfile.ZIP_DEFLATED)
+    c = open_container(path)
+    assert c.get("stored.jpg") == IMAGES["a.jpg"] and c.get("deflated.jpg") == IMAGES["sub/b.jpg"]
+    c.close()
