@@ -207,9 +207,26 @@ class RowBuilder:
         }
 
 
+_IMAGE_TYPE = ARROW_SCHEMA.field("image").type
+
+
+def _image_array(images: list[Optional[dict[str, Any]]]) -> pa.Array:
+    """The image struct column built from its two children (much faster than from a list of dicts)."""
+    present = [im is not None for im in images]
+    data = pa.array([im["bytes"] if im is not None else None for im in images], type=pa.binary())
+    paths = pa.array([im["path"] if im is not None else None for im in images], type=pa.string())
+    mask = None if all(present) else pa.array([not p for p in present], type=pa.bool_())
+    return pa.StructArray.from_arrays([data, paths], fields=list(_IMAGE_TYPE), mask=mask)
+
+
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
     # column by column: about 3x faster than pa.Table.from_pylist on these rows
-    columns = [pa.array([row[name] for row in rows], type=ARROW_SCHEMA.field(name).type) for name in ARROW_SCHEMA.names]
+    columns = [
+        _image_array([row["image"] for row in rows])
+        if name == "image"
+        else pa.array([row[name] for row in rows], type=ARROW_SCHEMA.field(name).type)
+        for name in ARROW_SCHEMA.names
+    ]
     return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)
 
 

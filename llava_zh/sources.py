@@ -107,7 +107,8 @@ def resolve_local(path: PathLike, images: Sequence[PathLike] = ()) -> ResolvedSo
         raise SourceError(
             f"{p}: no annotation files found; expected *.json (array or JSON Lines), *.jsonl or *.parquet files"
         )
-    return ResolvedSource(str(p), str(p), tuple(files), tuple(extra + _default_containers(p) + archives), tuple(ignored))
+    # archives before folders: a lookup that misses a folder costs a failed open() per image
+    return ResolvedSource(str(p), str(p), tuple(files), tuple(extra + archives + _default_containers(p)), tuple(ignored))
 
 
 def fetch_hub(repo_id: str, *, revision: Optional[str] = None, token: Optional[str] = None,
