@@ -39,16 +39,19 @@ _LAZY: dict[str, str] = {
     "from_sharegpt": "llava_zh.convert.sharegpt",
     "ChatTemplateEncoder": "llava_zh.convert.chat_template",
     "export": "llava_zh.convert.export",
+    "VLMCollator": "llava_zh.collate",
     # mixing
     "load_llava_instruct_150k": "llava_zh.english",
-    "mix": "llava_zh.mix",
+    "mix": "llava_zh.mixing",  # not llava_zh.mix: importing that submodule would shadow the function
+    "MixReport": "llava_zh.mixing",
     # regeneration
-    "regenerate": "llava_zh.regenerate.runner",
+    "regenerate": "llava_zh.regenerate",  # a callable package: llava_zh.regenerate(...) and its submodules
     # publishing
-    "publish": "llava_zh.publish",
+    "publish": "llava_zh.publishing",  # not llava_zh.publish: importing that submodule would shadow the function
     # looking at the data
     "stats": "llava_zh.inspect.stats",
     "preview": "llava_zh.inspect.preview",
+    "filter_dataset": "llava_zh.inspect.filters",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -58,7 +61,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llava_zh' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    # a name mapped to its own subpackage (``regenerate``) is that module, not an attribute of it
+    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 

@@ -67,10 +67,20 @@ def _is_annotation_file(path: Path) -> bool:
     return name.endswith(ANNOTATION_SUFFIXES)
 
 
+#: marker file of a ``llava_zh.regenerate`` output folder, whose ``failed/`` holds refused replies
+REGEN_MARKER = "regen_config.json"
+
+
 def _scan_folder(root: Path) -> tuple[list[str], list[str], list[str]]:
     files, archives, ignored = [], [], []
+    # a regeneration run's refused replies are not samples: load them with
+    # llava_zh.regenerate.load_records(out, keep_failures=True)
+    failed = root / "failed" if (root / REGEN_MARKER).is_file() else None
     for path in sorted(root.rglob("*")):
         if not path.is_file() or _is_hidden(path, root):
+            continue
+        if failed is not None and failed in path.parents:
+            ignored.append(str(path))
             continue
         if is_archive(path):
             archives.append(str(path))
