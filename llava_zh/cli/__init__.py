@@ -17,6 +17,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("llava_zh.cli.demo", "load the embedded sample through the builder and show it"),
     "info": ("llava_zh.cli.info", "samples per task, features and cache location of a source"),
     "validate": ("llava_zh.cli.validate", "check every sample of a source; exit 1 when any is bad"),
+    "publish": ("llava_zh.cli.publish", "write parquet shards + dataset card for the Hub; --push uploads them"),
+    "stats": ("llava_zh.cli.stats", "statistics of a source: stats.json, stats.md and PNG plots"),
+    "preview": ("llava_zh.cli.preview", "one self-contained HTML page of random samples with their images"),
+    "filter": ("llava_zh.cli.filter", "deduplicate and filter a source; print what each rule removed"),
+    "export": ("llava_zh.cli.export", "write a source for a trainer: llava, sharegpt, llamafactory, swift, trl, internvl"),
+    "regenerate": ("llava_zh.cli.regenerate", "make samples from images with a VLM (or redo a dataset's); resumable, shardable"),
+    "mix": ("llava_zh.cli.mix", "blend sources by ratio (samples or tokens); write parquet shards and the composition"),
 }
 
 
