@@ -26,9 +26,23 @@ def llava_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return dict(record)
 
 
+def internvl_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """InternVL JSONL records are LLaVA turns plus ``width``/``height``; ids may be numbers and ``image`` a list."""
+    out = {k: v for k, v in record.items() if k not in ("width", "height")}
+    if isinstance(out.get("id"), int) and not isinstance(out.get("id"), bool):
+        out["id"] = str(out["id"])
+    image = out.get("image")
+    if isinstance(image, list):
+        if len(image) != 1:
+            raise RecordFormatError(f"sample {out.get('id')!r}: expected one image (a LLaVA sample holds one), "
+                                    f"got {len(image)}")
+        out["image"] = image[0]
+    return out
+
+
 #: format name -> converter of one raw record to a LLaVA record. Formats added by converter modules
 #: register here (see ``llava_zh.convert``); the order of ``_DETECTORS`` decides which applies.
-RECORD_FORMATS: dict[str, RecordFormat] = {"llava": llava_record}
+RECORD_FORMATS: dict[str, RecordFormat] = {"llava": llava_record, "internvl": internvl_record}
 
 
 def _is_sharegpt(record: Mapping[str, Any]) -> bool:
@@ -39,9 +53,18 @@ def _is_messages(record: Mapping[str, Any]) -> bool:
     return "messages" in record and "conversations" not in record
 
 
+def _is_internvl(record: Mapping[str, Any]) -> bool:
+    if "conversations" not in record or "images" in record:
+        return False
+    sample_id = record.get("id")
+    return ("width" in record or "height" in record or isinstance(record.get("image"), list)
+            or (isinstance(sample_id, int) and not isinstance(sample_id, bool)))
+
+
 _DETECTORS: tuple[tuple[str, Callable[[Mapping[str, Any]], bool]], ...] = (
     ("sharegpt", _is_sharegpt),
     ("messages", _is_messages),
+    ("internvl", _is_internvl),
 )
 
 
