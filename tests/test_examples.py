@@ -36,5 +36,8 @@ def test_regenerate_images_with_the_tiny_model(tmp_path):
 
 def test_train_sft_tiny_loss_falls():
     out = _run("train_sft_tiny.py")
-    first, last = out.strip().splitlines()[-1].replace("loss", "").split("->")
-    assert float(last) < float(first)
+    summaries = [line for line in out.splitlines() if line.startswith("loss ") and "->" in line]
+    assert summaries, out  # the plain PyTorch loop always runs; TRL's trainer too when installed
+    for line in summaries:
+        first, last = line.replace("loss", "").split("->")
+        assert float(last) < float(first)
