@@ -8,6 +8,11 @@ once; by tokens, ``total=200,000``). Prints samples/s of both and the cost of th
     python benchmarks/bench_mix.py                 # text-only samples (the hardest case for the ratio)
     python benchmarks/bench_mix.py --images        # with a small JPEG per sample, decoded to PIL
     python benchmarks/bench_mix.py --by tokens     # token-weighted schedule (estimate)
+    python benchmarks/bench_mix.py --epoch 1       # a later epoch: each stream through a shuffle buffer; the
+                                                   # baseline is each input through IterableDataset.shuffle
+                                                   # with the same buffer size, at the same epoch (compare
+                                                   # CPU: datasets' shuffled parquet stream pauses ~5 s of wall
+                                                   # time when its reader threads shut down)
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import datasets  # noqa: E402
 
-from llava_zh.mixing import mix  # noqa: E402
+from llava_zh.mixing import EPOCH_BUFFER_SIZE, mix  # noqa: E402
 from llava_zh.schema import FEATURES, TASKS  # noqa: E402
 
 ZH = "这张图片展示了一个繁忙的城市街道，行人和车辆来来往往。"
@@ -67,6 +72,13 @@ def stream(path: str) -> datasets.IterableDataset:
     return datasets.load_dataset("parquet", data_files=path, split="train", streaming=True)
 
 
+def shuffled(path: str, seed: int, epoch: int) -> datasets.IterableDataset:
+    """The input as datasets shuffles it per epoch (shard order and a buffer of the mix's size)."""
+    ds = stream(path).shuffle(seed=seed, buffer_size=EPOCH_BUFFER_SIZE)
+    ds.set_epoch(epoch)
+    return ds
+
+
 def timed(iterable) -> tuple[int, float, float]:
     """Samples, wall seconds and CPU seconds (this process, all threads) to iterate."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -82,6 +94,7 @@ def main() -> None:
     parser.add_argument("--images", action="store_true", help="a small JPEG per sample, decoded to PIL")
     parser.add_argument("--by", default="samples", choices=("samples", "tokens"))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--epoch", type=int, default=0, help="iterate this epoch (set_epoch) of the mix")
     args = parser.parse_args()
     datasets.disable_progress_bars()
 
@@ -96,11 +109,13 @@ def main() -> None:
         # the steadier figure on a shared machine; wall time is printed too.
         rates = {"alone": ([], []), "mix": ([], [])}
         for rep in range(args.repeats):
-            na, wa, ca = timed(stream(a))
-            nb, wb, cb = timed(stream(b))
+            alone = (lambda p: shuffled(p, rep, args.epoch)) if args.epoch else stream
+            na, wa, ca = timed(alone(a))
+            nb, wb, cb = timed(alone(b))
             # by samples, all_exhausted gives every sample once; by tokens, total= keeps the same sample count
             total = None if args.by == "samples" else na + nb
             mixed, _ = mix({"zh": stream(a), "en": stream(b)}, {"zh": 1, "en": 1}, by=args.by, seed=rep, total=total)
+            mixed.set_epoch(args.epoch)
             nm, wm, cm = timed(mixed)
             assert nm == na + nb, (nm, na, nb)
             rates["alone"][0].append((na + nb) / (wa + wb))

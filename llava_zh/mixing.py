@@ -24,6 +24,43 @@ the first stream; ``all_exhausted`` ends with the sample that finishes the last 
 others are cycled meanwhile). ``total=N`` ends after exactly N samples, cycling every stream as needed
 (it takes precedence over ``stopping_strategy``).
 
+Epochs. ``set_epoch(n)`` gives every epoch its own deterministic order: on the map-style mix (a
+``MixedDataset``, still a ``datasets.Dataset``) it swaps the indices mapping in place; on the streaming mix it
+is ``IterableDataset.set_epoch``, which reaches the mix as ``shuffle_data_sources(default_rng(n))`` through
+any wrapper (map, formatting, split by node, DataLoader workers). Epoch 0 is the order described above. For
+an epoch n > 0, each stream gets (1) a salted seed (salt drawn from ``default_rng(n)``, the same in both
+kinds of mix), hence new uniforms and a new interleave, and (2) its rows reordered, by ``epoch_shuffle``:
+
+- ``"auto"`` (default): map-style, an exact permutation of the stream's rows, seeded by (seed, stream,
+  epoch). Streaming, what datasets does to a shuffled input per epoch: the input's shards in a new order and
+  its own shuffle buffers reseeded, then a shuffle buffer of ``EPOCH_BUFFER_SIZE`` rows per stream (a
+  map-style input of a streaming mix is streamed as ``MAP_STYLE_SHARDS`` contiguous shards, so that its
+  shard order can change).
+- an integer B: a shuffle buffer of B rows over the input order, for both (no shard reordering): the
+  map-style mix computes on row positions the order the buffer gives the rows (``_buffer_order``).
+- ``None``: the rows keep the input order; only the interleave changes.
+
+Within an epoch, every pass of a cycled stream has that epoch's order. The keys are those above, computed
+on the reordered rows, so every epoch keeps the shares (each stream within one sample of its share at any
+point), the stopping rules and ``total``; it is the same composition in a new order (for streams read in
+part, e.g. the longer input under ``first_exhausted``, a different part each epoch). Without ``total`` the
+length can differ by a sample or two between epochs (where the last stream ends depends on its uniforms).
+
+Map-style against streaming at the same seed and epoch: with ``epoch_shuffle`` None or an integer, the same
+sequence (inputs streamed in the map-style order); with ``"auto"`` (a full permutation against shards and a
+buffer), by samples the same length and the same source (and task, with ``task_aligned``) at every position,
+the rows inside each source differing; by tokens the interleave follows the rows' costs, so only the shares
+and the stopping rules hold in both.
+
+Split by node, every epoch: the streaming mix gives each rank every world_size-th sample of the epoch's
+sequence; a split of the map-style mix (``split_dataset_by_node``, ``shard``) is recomputed from the epoch's
+mix by its own ``set_epoch`` (or made after ``set_epoch`` on the mix). Either way the parts are disjoint,
+make the mix together and differ in size by at most one. In a torch ``DataLoader`` the streaming mix is read
+by one worker and follows ``set_epoch`` (persistent workers too: datasets shares the epoch); a map-style mix
+is copied into workers when they start, so call ``set_epoch`` before iterating (not with persistent workers).
+As in datasets, an ``IterableDataset`` derived from the mix (``select_columns``, ``map``, ``with_format``...)
+starts at epoch 0: call ``set_epoch`` on the dataset that is iterated.
+
 Why not ``datasets.interleave_datasets`` itself: it draws a source independently for every sample
 (shares off by sampling noise, about 0.5% at 10,000 samples for 50/50), knows neither token weights nor
 totals nor task alignment, and for streaming inputs it cannot take the map-style schedule. The map-style
@@ -62,10 +99,10 @@ import hashlib
 import json
 import math
 import os
-from copy import deepcopy
-from dataclasses import dataclass, field
+from copy import copy, deepcopy
+from dataclasses import dataclass, field, replace
 from itertools import islice
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import datasets as hfds
 import numpy as np
@@ -85,6 +122,11 @@ OTHER_CHARS_PER_TOKEN = 4.0
 CJK_PATTERN = r"[\x{3000}-\x{9fff}\x{f900}-\x{faff}\x{ff00}-\x{ffff}]"
 #: Rows per batch read from a streaming input (memory: one batch per stream is held).
 BATCH_SIZE = 512
+#: Rows of the shuffle buffer each stream of a streaming mix gets per epoch (``epoch_shuffle="auto"``), as
+#: ``IterableDataset.shuffle``'s default; memory: this many undecoded rows per stream.
+EPOCH_BUFFER_SIZE = 1000
+#: Shards a map-style input gets when a streaming mix streams it (contiguous, so epoch 0 reads it in order).
+MAP_STYLE_SHARDS = 64
 SOURCE_COLUMN = "source"
 _CONVERSATIONS_TYPE = FEATURES["conversations"]
 
@@ -190,9 +232,78 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def _stream_seed(seed: int, name: str, task: Optional[str], salt: int = 0) -> int:
-    """A 64-bit key for one stream's uniforms; ``salt`` is reserved for per-epoch orders."""
+    """A 64-bit key for one stream's uniforms; ``salt`` is 0 at epoch 0, else derived from the epoch."""
     digest = hashlib.blake2b(f"{seed}\x00{name}\x00{task}\x00{salt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def _hash64(*parts: Any) -> int:
+    digest = hashlib.blake2b("\x00".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _generator_salt(salt: int, generator: np.random.Generator) -> int:
+    """The salt after ``shuffle_data_sources(generator)``: a draw of (a copy of) the generator, folded in."""
+    draw = int(deepcopy(generator).integers(0, 1 << 63))
+    return _hash64("salt", salt, draw) or 1
+
+
+def _epoch_salt(epoch: int) -> int:
+    """The salt of an epoch: what ``IterableDataset.set_epoch(epoch)`` makes of an unsalted mix.
+
+    datasets calls ``shuffle_data_sources(np.random.default_rng(epoch))`` on every epoch but 0; the map-style
+    mix derives its salt the same way, so both agree for every epoch.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+    return 0 if epoch == 0 else _generator_salt(0, np.random.default_rng(int(epoch)))
+
+
+def _salted(streams: Sequence["_Stream"], seed: int, salt: int) -> list["_Stream"]:
+    """The streams with the uniforms of a salt (the same streams for salt 0)."""
+    if not salt:
+        return list(streams)
+    return [replace(s, seed=_stream_seed(seed, s.name, s.task, salt)) for s in streams]
+
+
+def _order_seed(stream: "_Stream") -> int:
+    """Seed of the per-epoch order of a (salted) stream's rows."""
+    return _hash64("order", stream.seed)
+
+
+def _shards_seed(stream: "_Stream") -> int:
+    """Seed of the per-epoch shard order of a (salted) stream's streaming input."""
+    return _hash64("shards", stream.seed)
+
+
+def _check_epoch_shuffle(epoch_shuffle: Any) -> Union[str, int, None]:
+    if epoch_shuffle is None or epoch_shuffle == "auto":
+        return epoch_shuffle
+    if isinstance(epoch_shuffle, bool) or not isinstance(epoch_shuffle, (int, np.integer)) or epoch_shuffle < 1:
+        raise ValueError(f"epoch_shuffle must be 'auto', None or a buffer size >= 1, got {epoch_shuffle!r}")
+    return int(epoch_shuffle)
+
+
+def _buffer_order(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The order a shuffle buffer of ``size`` rows gives ``n`` rows (the map-style twin of ``_buffer_shuffled``).
+
+    Rounds: fill the buffer to ``size`` rows, permute it, emit ``size - size // 2`` rows, keep the rest; at the
+    end permute what is left and emit it. It depends on row positions only, never on how rows are batched.
+    """
+    keep = size // 2
+    out_n = size - keep
+    out = []
+    buffer = np.arange(min(size, n), dtype=np.int64)
+    nxt = len(buffer)
+    while len(buffer) == size:
+        perm = rng.permutation(size)
+        out.append(buffer[perm[:out_n]])
+        add = np.arange(nxt, min(n, nxt + out_n), dtype=np.int64)
+        nxt += len(add)
+        buffer = np.concatenate([buffer[perm[out_n:]], add])
+    if len(buffer):
+        out.append(buffer[rng.permutation(len(buffer))])
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def _uniforms(stream_seed: int, start: int, count: int) -> np.ndarray:
@@ -322,9 +433,11 @@ class _StreamFeed:
         by: str,
         tokenizer: Any,
         batch_size: int = BATCH_SIZE,
+        buffer: Optional[tuple[int, int]] = None,
     ) -> None:
         self.source, self.name, self.task, self.schema = source, name, task, schema
         self.arrow, self.by, self.tokenizer, self.batch_size = arrow, by, tokenizer, batch_size
+        self.buffer = buffer  # (size, seed): every pass goes through the same shuffle buffer; None: input order
 
     def _tables(self) -> Iterator[pa.Table]:
         """The input's tables cast to the target schema, then cut or joined into ``batch_size`` rows.
@@ -354,8 +467,18 @@ class _StreamFeed:
                 return
             yield batch
 
-    def batches(self, report: bool = False) -> Iterator[tuple[Any, Optional[np.ndarray], Optional[tuple]]]:
-        """One pass: (payload, schedule costs or None, (tasks, languages, tokens) when ``report``)."""
+    def batches(self, report: bool = False) -> Iterator[tuple[Any, Optional[np.ndarray], Optional[tuple], int]]:
+        """One pass: (payload, schedule costs or None, (tasks, languages, tokens) when ``report``, rows).
+
+        With ``buffer`` the rows come through a shuffle buffer whose generator starts afresh on every pass,
+        so every pass gives the same order (as the cursor assumes).
+        """
+        if self.buffer is None:
+            return self._batches(report)
+        size, seed = self.buffer
+        return _buffer_shuffled(self._batches(report), size, np.random.default_rng(seed))
+
+    def _batches(self, report: bool) -> Iterator[tuple[Any, Optional[np.ndarray], Optional[tuple], int]]:
         columns = self.schema.names
         for raw in self._tables() if self.arrow else self._lists():
             if self.arrow:
@@ -392,6 +515,99 @@ class _StreamFeed:
 
 def _column_list(table: pa.Table, column: str) -> list:
     return table[column].to_pylist() if column in table.column_names else [None] * len(table)
+
+
+# A feed's batch is (payload, costs, extra, n): payload an Arrow table, a list of examples or None; costs an
+# array or None; extra None or (tasks, languages, tokens). The helpers below cut, join and reorder such batches.
+
+
+def _part_concat(parts: list) -> Any:
+    first = parts[0]
+    if first is None:
+        return None
+    if len(parts) == 1:
+        return first
+    if isinstance(first, pa.Table):
+        return pa.concat_tables(parts)
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts)
+    return [x for part in parts for x in part]
+
+
+def _part_take(part: Any, idx: np.ndarray) -> Any:
+    if part is None:
+        return None
+    if isinstance(part, pa.Table):
+        return part.take(pa.array(idx, type=pa.int64()))
+    if isinstance(part, np.ndarray):
+        return part[idx]
+    return [part[i] for i in idx.tolist()]
+
+
+def _part_slice(part: Any, start: int, end: int) -> Any:
+    if part is None:
+        return None
+    if isinstance(part, pa.Table):
+        return part.slice(start, end - start)
+    return part[start:end]
+
+
+def _batch_concat(batches: list) -> tuple:
+    extra = None
+    if batches[0][2] is not None:
+        extra = tuple(_part_concat([b[2][i] for b in batches]) for i in range(3))
+    return (_part_concat([b[0] for b in batches]), _part_concat([b[1] for b in batches]), extra,
+            sum(b[3] for b in batches))
+
+
+def _batch_take(batch: tuple, idx: np.ndarray) -> tuple:
+    payload, costs, extra, _ = batch
+    extra = None if extra is None else tuple(_part_take(x, idx) for x in extra)
+    return _part_take(payload, idx), _part_take(costs, idx), extra, len(idx)
+
+
+def _batch_slice(batch: tuple, start: int, end: int) -> tuple:
+    payload, costs, extra, _ = batch
+    extra = None if extra is None else tuple(_part_slice(x, start, end) for x in extra)
+    return _part_slice(payload, start, end), _part_slice(costs, start, end), extra, end - start
+
+
+def _buffer_shuffled(batches: Iterator[tuple], size: int, rng: np.random.Generator) -> Iterator[tuple]:
+    """The batches' rows through a shuffle buffer of ``size`` rows (exactly the order of ``_buffer_order``)."""
+    out_n = size - size // 2
+    pool: list = []
+    pool_n = 0
+    try:
+        for batch in batches:
+            if not batch[3]:
+                continue
+            pool.append(batch)
+            pool_n += batch[3]
+            while pool_n >= size:
+                head, rest, taken = [], [], 0
+                for b in pool:  # the first `size` rows of the pool
+                    if taken >= size:
+                        rest.append(b)
+                    elif taken + b[3] <= size:
+                        head.append(b)
+                        taken += b[3]
+                    else:
+                        cut = size - taken
+                        head.append(_batch_slice(b, 0, cut))
+                        rest.append(_batch_slice(b, cut, b[3]))
+                        taken = size
+                buffer = _batch_concat(head)
+                perm = rng.permutation(size)
+                yield _batch_take(buffer, perm[:out_n])
+                pool = [_batch_take(buffer, perm[out_n:])] + rest
+                pool_n -= out_n
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:  # the input's readers are released with this generator (see _run_schedule)
+            close()
+    if pool_n:
+        buffer = _batch_concat([b for b in pool if b[3]])
+        yield _batch_take(buffer, rng.permutation(pool_n))
 
 
 @dataclass
@@ -567,7 +783,11 @@ class MixExamplesIterable(_BaseExamplesIterable):
     ``IterableDataset`` around it). Has an Arrow path when every input has one. It is a single shard:
     ``split_dataset_by_node`` gives each rank every world_size-th sample. ``state_dict`` records the
     samples yielded; resuming replays the schedule up to there (reading, not decoding, the inputs).
-    The order does not depend on ``set_epoch``.
+
+    Epochs: ``IterableDataset.set_epoch(n)`` reaches the mix as ``shuffle_data_sources(default_rng(n))``
+    (for n > 0, through any wrapper: map, formatting, split by node, DataLoader workers). That returns a copy
+    with a ``salt`` drawn from the generator: new uniforms for every stream, and each stream's rows reordered
+    per ``epoch_shuffle`` (see ``mix``). Salt 0 (epoch 0) is the unshuffled order.
     """
 
     def __init__(
@@ -581,16 +801,26 @@ class MixExamplesIterable(_BaseExamplesIterable):
         total: Optional[int],
         tokenizer: Any = None,
         batch_size: int = BATCH_SIZE,
+        seed: int = 0,
+        epoch_shuffle: Union[str, int, None] = "auto",
+        salt: int = 0,
     ) -> None:
         super().__init__()
         # Kept under `sources`, not `ex_iterables`: datasets would otherwise shift the inputs' RNGs per epoch
-        # or per DataLoader worker, and the streaming order would stop matching the map-style one.
+        # or per DataLoader worker, and the streaming order would stop matching the map-style one. The epoch
+        # reaches the inputs through the salt instead (see _feeds).
         self.sources = list(sources)
         self.source_of_stream = list(source_of_stream)
-        self.streams = list(streams)
+        self.streams = list(streams)  # epoch 0's streams; the report names rows by their index
         self.target_features = features
         self.by, self.stopping_strategy, self.total = by, stopping_strategy, total
         self.tokenizer, self.batch_size = tokenizer, batch_size
+        self.seed, self.epoch_shuffle, self.salt = seed, epoch_shuffle, salt
+
+    @property
+    def scheduled_streams(self) -> list[_Stream]:
+        """The streams with this salt's uniforms (the same as ``streams`` for salt 0)."""
+        return _salted(self.streams, self.seed, self.salt)
 
     @property
     def iter_arrow(self) -> Optional[Callable[[], Iterator[tuple[str, pa.Table]]]]:
@@ -600,19 +830,41 @@ class MixExamplesIterable(_BaseExamplesIterable):
     def sleep_on_threads_shutdown(self) -> bool:
         return any(s.sleep_on_threads_shutdown for s in self.sources)
 
+    def _source_for(self, stream: _Stream) -> _BaseExamplesIterable:
+        """A stream's input for this salt: as given (salt 0, or ``epoch_shuffle`` None or a buffer size), or
+        with its shards reordered and its own shuffle buffers reseeded (``"auto"``), as datasets does per epoch."""
+        source = deepcopy(self.sources[self.source_of_stream[stream.index]])
+        if self.salt and self.epoch_shuffle == "auto":
+            from datasets.iterable_dataset import DataSourcesShufflingDisallowed, shift_ex_examples_rngs
+
+            seed = _shards_seed(stream)
+            try:
+                source = source.shuffle_data_sources(np.random.default_rng(seed))
+            except DataSourcesShufflingDisallowed:  # an input after skip()/take() keeps its shard order
+                pass
+            source = shift_ex_examples_rngs(source, seed % (1 << 20))
+        return source
+
+    def _buffer_for(self, stream: _Stream) -> Optional[tuple[int, int]]:
+        if not self.salt or self.epoch_shuffle is None:
+            return None
+        size = EPOCH_BUFFER_SIZE if self.epoch_shuffle == "auto" else int(self.epoch_shuffle)
+        return size, _order_seed(stream)
+
     def _feeds(self, arrow: bool) -> list[_StreamFeed]:
         schema = self.target_features.arrow_schema
         return [
             _StreamFeed(
-                deepcopy(self.sources[self.source_of_stream[s.index]]), s.name, s.task, schema, arrow, self.by,
-                self.tokenizer, self.batch_size,
+                self._source_for(s), s.name, s.task, schema, arrow, self.by, self.tokenizer, self.batch_size,
+                self._buffer_for(s),
             )
-            for s in self.streams
+            for s in self.scheduled_streams
         ]
 
     def _blocks(self, arrow: bool, report: bool = False) -> Iterator[_Block]:
         skip = self._state_dict["emitted"] if self._state_dict else 0
-        return _run_schedule(self.streams, self._feeds(arrow), self.stopping_strategy, self.total, skip, report)
+        return _run_schedule(self.scheduled_streams, self._feeds(arrow), self.stopping_strategy, self.total, skip,
+                             report)
 
     def _init_state_dict(self) -> dict:
         self._state_dict = {"emitted": 0, "type": self.__class__.__name__}
@@ -642,7 +894,7 @@ class MixExamplesIterable(_BaseExamplesIterable):
         """The mix as Arrow tables in the target schema, adding every table's composition to ``counts``."""
         arrow = bool(self.iter_arrow)
         schema = self.target_features.arrow_schema
-        for block in _run_schedule(self.streams, self._feeds(arrow), self.stopping_strategy, self.total):
+        for block in _run_schedule(self.scheduled_streams, self._feeds(arrow), self.stopping_strategy, self.total):
             ids = np.concatenate([np.full(end - start, j) for (j, _, _, start, end) in block.segments])
             if arrow:
                 parts = [table.slice(start, end - start) for (_, table, _, start, end) in block.segments]
@@ -658,7 +910,7 @@ class MixExamplesIterable(_BaseExamplesIterable):
     def composition(self) -> "_Counts":
         """Counts per stream x task x language of the whole mix, from a pass reading no images."""
         counts = _Counts()
-        for block in _run_schedule(self.streams, self._feeds(all(s.iter_arrow for s in self.sources)),
+        for block in _run_schedule(self.scheduled_streams, self._feeds(all(s.iter_arrow for s in self.sources)),
                                    self.stopping_strategy, self.total, 0, report=True):
             stream_ids, tasks, languages, tokens = [], [], [], []
             for j, _, (t, lang, tok), start, end in block.segments:
@@ -673,7 +925,11 @@ class MixExamplesIterable(_BaseExamplesIterable):
         return counts
 
     def shuffle_data_sources(self, generator: np.random.Generator) -> "MixExamplesIterable":
-        return self  # the schedule fixes the order of every input (epoch-aware orders: see issue 9)
+        """A copy salted by the generator (datasets passes ``default_rng(epoch)`` from ``set_epoch``)."""
+        out = copy(self)
+        out.salt = _generator_salt(self.salt, generator)
+        out._state_dict = None
+        return out
 
     def shard_data_sources(self, num_shards: int, index: int, contiguous: bool = True) -> "MixExamplesIterable":
         if index < self.num_shards:
@@ -742,6 +998,196 @@ def _map_style_plan(
     return ids[order], ks[order]
 
 
+class _EpochPlan:
+    """What the map-style mix needs to compute its rows for any epoch: the streams and their rows and costs.
+
+    Immutable but for a small cache of computed epochs, so shared (not copied) by the datasets derived from
+    a mix (``deepcopy`` returns it).
+    """
+
+    def __init__(self, streams, rows_of_stream, costs, offsets, stopping_strategy, total, seed, epoch_shuffle,
+                 base_index, base_rows) -> None:
+        self.streams = list(streams)
+        self.rows_of_stream = list(rows_of_stream)  # rows of the source, in input order
+        self.costs = list(costs)  # schedule costs of those rows
+        self.offsets = np.asarray(offsets, dtype=np.int64)  # first row of each stream's source in the concatenation
+        self.stopping_strategy, self.total, self.seed = stopping_strategy, total, seed
+        self.epoch_shuffle = epoch_shuffle
+        self.base_index = base_index  # the concatenation's own indices mapping, if it has one
+        self.base_rows = base_rows  # rows of the concatenation's table
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __deepcopy__(self, memo: dict) -> "_EpochPlan":
+        return self
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": {}}
+
+    def order(self, stream: _Stream, salt: int) -> Optional[np.ndarray]:
+        """The per-epoch order of a (salted) stream's rows; None keeps the input order."""
+        if not salt or self.epoch_shuffle is None:
+            return None
+        rng = np.random.default_rng(_order_seed(stream))
+        n = len(self.rows_of_stream[stream.index])
+        return rng.permutation(n) if self.epoch_shuffle == "auto" else _buffer_order(n, int(self.epoch_shuffle), rng)
+
+    def schedule(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(stream, row of its source) of every sample of the mix at ``epoch``, in order."""
+        salt = _epoch_salt(epoch)
+        streams = _salted(self.streams, self.seed, salt)
+        rows_of_stream, costs = [], []
+        for s in streams:
+            order = self.order(s, salt)
+            rows, c = self.rows_of_stream[s.index], self.costs[s.index]
+            rows_of_stream.append(rows if order is None else rows[order])
+            costs.append(c if order is None else c[order])
+        stream_ids, ks = _map_style_plan(streams, costs, self.stopping_strategy, self.total)
+        source_rows = np.empty(len(stream_ids), dtype=np.int64)
+        for s, rows in zip(streams, rows_of_stream):
+            where = stream_ids == s.index
+            source_rows[where] = rows[ks[where] % len(rows)]
+        return stream_ids, source_rows
+
+    def remember(self, epoch: int, global_rows: np.ndarray) -> None:
+        """Cache an epoch's order, given as rows of the concatenation (before its own indices mapping)."""
+        rows = self.base_index[global_rows] if self.base_index is not None else global_rows
+        if len(self._cache) >= 4:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[epoch] = rows
+
+    def rows(self, epoch: int) -> np.ndarray:
+        """Rows of the concatenation's table, in the order of the mix at ``epoch``."""
+        if epoch not in self._cache:
+            stream_ids, source_rows = self.schedule(epoch)
+            self.remember(epoch, source_rows + self.offsets[stream_ids])
+        return self._cache[epoch]
+
+
+def _apply_steps(rows: np.ndarray, steps: Sequence[tuple], epoch: int) -> np.ndarray:
+    """A derived dataset's rows: the mix's rows at an epoch through its shard and select steps."""
+    for step in steps:
+        if step[0] == "shard":
+            _, num_shards, index, contiguous = step
+            if contiguous:
+                div, mod = divmod(len(rows), num_shards)
+                start = div * index + min(index, mod)
+                rows = rows[start:start + div + (1 if index < mod else 0)]
+            else:
+                rows = rows[index::num_shards]
+        else:
+            positions = step[1]
+            if len(positions) and int(positions.max()) >= len(rows):
+                raise ValueError(
+                    f"this dataset selects position {int(positions.max())} of a mix that has {len(rows)} samples at "
+                    f"epoch {epoch}: without total= the length of a mix may change by a few samples from one epoch "
+                    "to the next; call set_epoch on the mix before select/shuffle, or mix with total="
+                )
+            rows = rows[positions]
+    return rows
+
+
+def _indices_table(rows: np.ndarray):
+    from datasets.table import InMemoryTable
+
+    return InMemoryTable(pa.table({"indices": pa.array(rows.astype(np.uint64), type=pa.uint64())}))
+
+
+class MixedDataset(hfds.Dataset):
+    """A map-style mix (a ``datasets.Dataset``) whose order follows ``set_epoch(n)``.
+
+    ``set_epoch`` swaps the indices mapping in place: epoch 0 is the order ``mix`` returned, every other epoch
+    a different, deterministic order of the same composition (see ``mix``). Datasets derived with
+    ``split_dataset_by_node``/``shard``, ``select`` (and what goes through it, like ``shuffle``), formatting
+    and column selection follow their own ``set_epoch`` too: a shard is recomputed from that epoch's mix, so
+    shards stay disjoint, complete and equal within one sample every epoch. Operations that rewrite rows
+    (``map``, ``filter``, ``flatten_indices``...) give datasets fixed at the epoch they were made at.
+
+    Example:
+        >>> mixed, _ = mix({"zh": zh, "en": en}, {"zh": 0.6, "en": 0.4})          # doctest: +SKIP
+        >>> part = split_dataset_by_node(mixed, rank=rank, world_size=world_size)  # doctest: +SKIP
+        >>> for epoch in range(3):                                                # doctest: +SKIP
+        ...     part.set_epoch(epoch)
+        ...     for sample in part: ...
+    """
+
+    _mix_plan: _EpochPlan
+    _mix_epoch: int
+    _mix_steps: tuple
+    _mix_indices: Any
+
+    @classmethod
+    def _adopt(cls, ds: hfds.Dataset, data, plan: _EpochPlan, epoch: int, steps: tuple) -> "MixedDataset":
+        """``ds`` (a fresh dataset of these rows) as a MixedDataset over the concatenation's table ``data``."""
+        ds.__class__ = cls
+        ds._data = data
+        ds._indices = _indices_table(_apply_steps(plan.rows(epoch), steps, epoch))
+        ds._mix_plan, ds._mix_epoch, ds._mix_steps, ds._mix_indices = plan, epoch, steps, ds._indices
+        return ds
+
+    @property
+    def epoch(self) -> int:
+        return self._mix_epoch
+
+    def _follows_the_mix(self) -> bool:
+        return self._indices is self._mix_indices and self._data.num_rows == self._mix_plan.base_rows
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reorder in place for ``epoch`` (deterministic; epoch 0 is the order ``mix`` gave)."""
+        _epoch_salt(epoch)  # validates
+        epoch = int(epoch)
+        if epoch == self._mix_epoch:
+            return
+        if not self._follows_the_mix():
+            raise ValueError(
+                "this dataset was derived from a mix by an operation that rewrites its rows (map, filter, "
+                "flatten_indices, ...): it keeps the order of the epoch it was made at. Call set_epoch on the mix "
+                "(or its split by node) and derive it again"
+            )
+        plan = self._mix_plan
+        self._indices = _indices_table(_apply_steps(plan.rows(epoch), self._mix_steps, epoch))
+        self._mix_indices = self._indices
+        self._fingerprint = hashlib.sha256(
+            f"{self._fingerprint}|set_epoch|{plan.epoch_shuffle}|{self._mix_epoch}->{epoch}".encode()
+        ).hexdigest()[:16]
+        self._mix_epoch = epoch
+
+    def _derived(self, out: hfds.Dataset, step: tuple) -> hfds.Dataset:
+        if not isinstance(out, hfds.Dataset) or out is self or not self._follows_the_mix():
+            return out
+        return MixedDataset._adopt(out, self._data, self._mix_plan, self._mix_epoch, self._mix_steps + (step,))
+
+    def select(self, indices: Iterable, *args, **kwargs) -> hfds.Dataset:
+        if isinstance(indices, Iterator):
+            indices = list(indices)
+        if isinstance(indices, (pa.Array, pa.ChunkedArray)):
+            indices = indices.to_numpy().astype(np.int64)
+        out = hfds.Dataset.select(self, indices, *args, **kwargs)
+        positions = np.asarray(indices if not isinstance(indices, range) else np.arange(
+            indices.start, indices.stop, indices.step), dtype=np.int64).reshape(-1)
+        positions = np.where(positions < 0, positions + len(self), positions)
+        return self._derived(out, ("select", positions))
+
+    def shard(self, num_shards: int, index: int, contiguous: bool = True, *args, **kwargs) -> hfds.Dataset:
+        out = hfds.Dataset.select(self, _shard_indices(len(self), num_shards, index, contiguous), *args,
+                                  **_select_kwargs(kwargs))
+        return self._derived(out, ("shard", num_shards, index, contiguous))
+
+
+def _shard_indices(n: int, num_shards: int, index: int, contiguous: bool):
+    """The positions ``Dataset.shard`` keeps."""
+    if not 0 <= index < num_shards:
+        raise ValueError("index should be in [0, num_shards-1]")
+    if contiguous:
+        div, mod = divmod(n, num_shards)
+        start = div * index + min(index, mod)
+        return range(start, start + div + (1 if index < mod else 0))
+    return np.arange(index, n, num_shards)
+
+
+def _select_kwargs(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if k in ("keep_in_memory", "indices_cache_file_name", "writer_batch_size")}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The report
 
@@ -795,7 +1241,8 @@ class MixReport:
     """Composition of a mix: samples and tokens per source x task x language, achieved vs requested shares.
 
     For a streaming mix the counts are computed on first use, by running the schedule over the inputs
-    without decoding images (``ready`` tells whether that happened).
+    without decoding images (``ready`` tells whether that happened). The counts are those of epoch 0 (other
+    epochs keep the shares; counts can differ by a sample or two).
 
     Example:
         >>> r = MixReport(by="samples", requested={"zh": 0.5, "en": 0.5},
@@ -1010,6 +1457,7 @@ def mix(
     task_aligned: Union[bool, str, Mapping[str, float]] = False,
     total: Optional[int] = None,
     tokenizer: Any = None,
+    epoch_shuffle: Union[str, int, None] = "auto",
 ) -> tuple[AnyDataset, MixReport]:
     """Mix datasets in the given shares; returns ``(mixed, report)``.
 
@@ -1023,7 +1471,8 @@ def mix(
             character-based estimate of the module docstring).
         stopping_strategy: ``"all_exhausted"`` (every input seen once; shorter ones repeat) or
             ``"first_exhausted"`` (stop when the first input runs out; nothing repeats).
-        seed: fixes the order; the same seed gives the same mix, map-style or streaming.
+        seed: fixes the order; the same seed gives the same mix, map-style or streaming (epoch 0; other
+            epochs: see ``epoch_shuffle``).
         task_aligned: every source contributes the same task proportions: ``True`` takes them from the
             Chinese source (the one named "zh" or whose samples are in Chinese, else the first), a name
             takes them from that source, a mapping task -> proportion gives them. Measured in ``by`` units.
@@ -1031,6 +1480,14 @@ def mix(
         total: exactly this many samples, cycling inputs as needed (overrides ``stopping_strategy``).
         tokenizer: counts tokens for ``by="tokens"`` and the report (transformers tokenizer or processor,
             ``tokenizers.Tokenizer``, or a callable returning a token list).
+        epoch_shuffle: how ``set_epoch(n)`` reorders each stream's rows for n > 0 (the interleave always
+            changes): ``"auto"`` (map-style: a full permutation; streaming: shard order and a buffer of
+            ``EPOCH_BUFFER_SIZE`` rows), an integer (a shuffle buffer of that many rows, the same sequence
+            map-style or streaming) or ``None`` (input order). See "Epochs" in the module docstring.
+
+    Returns:
+        ``(mixed, report)``: a ``MixedDataset`` (a ``datasets.Dataset``) or an ``IterableDataset``, both with
+        ``set_epoch``; the report describes epoch 0.
 
     Example:
         >>> import llava_zh
@@ -1055,11 +1512,13 @@ def mix(
         raise ValueError(f"stopping_strategy must be one of {list(STOPPING_STRATEGIES)}, got {stopping_strategy!r}")
     if total is not None and (not isinstance(total, (int, np.integer)) or total < 1):
         raise ValueError(f"total must be a positive integer, got {total!r}")
+    epoch_shuffle = _check_epoch_shuffle(epoch_shuffle)
     shares = _normalize_weights(list(named), weights)
     active = [n for n in named if shares[n] > 0]  # a zero weight leaves its dataset out
     streaming = any(isinstance(ds, hfds.IterableDataset) for ds in named.values())
-    if streaming:
-        named = {n: (ds.to_iterable_dataset() if isinstance(ds, hfds.Dataset) else ds) for n, ds in named.items()}
+    if streaming:  # contiguous shards read in order (epoch 0); "auto" reorders them per epoch
+        named = {n: (ds.to_iterable_dataset(num_shards=max(1, min(MAP_STYLE_SHARDS, len(ds))))
+                     if isinstance(ds, hfds.Dataset) else ds) for n, ds in named.items()}
         for n, ds in named.items():
             if ds._distributed:
                 raise ValueError(f"dataset {n!r} is already split by node: mix the full datasets, then split the mix")
@@ -1071,9 +1530,9 @@ def mix(
                        total=total, token_counter=token_counter, streaming=streaming)
     if streaming:
         return _mix_streaming(named, active, shares, target, by, stopping_strategy, seed, task_aligned, total,
-                              tokenizer, report)
+                              tokenizer, report, epoch_shuffle)
     return _mix_map_style(named, active, shares, target, by, stopping_strategy, seed, task_aligned, total,
-                          tokenizer, report)
+                          tokenizer, report, epoch_shuffle)
 
 
 def _task_proportions(task_aligned, names, reference_tasks: Callable[[str], dict[str, float]], languages) -> Optional[dict[str, float]]:
@@ -1096,7 +1555,8 @@ def _make_streams(active, shares, proportions, seed) -> list[_Stream]:
     return streams
 
 
-def _mix_map_style(named, active, shares, target, by, stopping_strategy, seed, task_aligned, total, tokenizer, report):
+def _mix_map_style(named, active, shares, target, by, stopping_strategy, seed, task_aligned, total, tokenizer, report,
+                   epoch_shuffle="auto"):
     names = list(named)
     aligned = {n: _align_map_style(ds, n, target) for n, ds in named.items()}
     columns = {n: _columns_of(ds, ["task", "language"]) for n, ds in aligned.items() if n in active}
@@ -1122,17 +1582,16 @@ def _mix_map_style(named, active, shares, target, by, stopping_strategy, seed, t
                 raise ValueError(f"task_aligned: source {s.name!r} has no {s.task!r} samples")
         rows_of_stream.append(rows)
         costs.append(_schedule_costs(tokens[s.name][rows] if by == "tokens" else None, len(rows)))
-    stream_ids, ks = _map_style_plan(streams, costs, stopping_strategy, total)
     offsets, start = {}, 0
     for n in names:
         offsets[n] = start
         start += len(aligned[n])
-    source_rows = np.empty(len(stream_ids), dtype=np.int64)
-    global_rows = np.empty(len(stream_ids), dtype=np.int64)
-    for s, rows in zip(streams, rows_of_stream):
-        where = stream_ids == s.index
-        source_rows[where] = rows[ks[where] % len(rows)]
-        global_rows[where] = source_rows[where] + offsets[s.name]
+    concatenated = hfds.concatenate_datasets([aligned[n] for n in names])
+    base = concatenated._indices.column(0).to_numpy().astype(np.int64) if concatenated._indices is not None else None
+    plan = _EpochPlan(streams, rows_of_stream, costs, [offsets[s.name] for s in streams], stopping_strategy, total,
+                      seed, epoch_shuffle, base, concatenated.data.num_rows)
+    stream_ids, source_rows = plan.schedule(0)
+    global_rows = source_rows + plan.offsets[stream_ids]
     counts = _Counts()
     task_col = np.empty(len(stream_ids), dtype=object)
     lang_col = np.empty(len(stream_ids), dtype=object)
@@ -1146,7 +1605,6 @@ def _mix_map_style(named, active, shares, target, by, stopping_strategy, seed, t
     counts.add(stream_ids, task_col.tolist(), lang_col.tolist(), tok_col)
     report.rows = _rows_from_counts(counts, streams)
     report.task_proportions = proportions
-    concatenated = hfds.concatenate_datasets([aligned[n] for n in names])
     fingerprint = hashlib.sha256(
         repr((
             [aligned[n]._fingerprint for n in names], shares, by, stopping_strategy, seed, proportions, total,
@@ -1155,10 +1613,12 @@ def _mix_map_style(named, active, shares, target, by, stopping_strategy, seed, t
         + global_rows.tobytes()
     ).hexdigest()[:16]
     mixed = concatenated.select(global_rows, new_fingerprint=fingerprint)
-    return mixed, report
+    plan.remember(0, global_rows)
+    return MixedDataset._adopt(mixed, concatenated._data, plan, epoch=0, steps=()), report
 
 
-def _mix_streaming(named, active, shares, target, by, stopping_strategy, seed, task_aligned, total, tokenizer, report):
+def _mix_streaming(named, active, shares, target, by, stopping_strategy, seed, task_aligned, total, tokenizer, report,
+                   epoch_shuffle="auto"):
     names = list(named)
     sources = [deepcopy(named[n]._ex_iterable) for n in names]
     source_index = {n: i for i, n in enumerate(names)}
@@ -1179,7 +1639,8 @@ def _mix_streaming(named, active, shares, target, by, stopping_strategy, seed, t
     proportions = _task_proportions(task_aligned, active, reference_tasks, language_of)
     streams = _make_streams(active, shares, proportions, seed)
     ex_iterable = MixExamplesIterable(
-        sources, [source_index[s.name] for s in streams], streams, target, by, stopping_strategy, total, tokenizer
+        sources, [source_index[s.name] for s in streams], streams, target, by, stopping_strategy, total, tokenizer,
+        seed=seed, epoch_shuffle=epoch_shuffle,
     )
     info = hfds.DatasetInfo.from_merge([named[n].info for n in names])
     info.features = target
@@ -1238,7 +1699,8 @@ def write_mix(
     counts = None
     if isinstance(mixed, hfds.IterableDataset):
         ex = mixed._ex_iterable
-        if report is not None and not report.ready and isinstance(ex, MixExamplesIterable) and not mixed._distributed:
+        if (report is not None and not report.ready and isinstance(ex, MixExamplesIterable) and not mixed._distributed
+                and not mixed.epoch):  # the report describes epoch 0
             counts = _Counts()
             tables = ex.tables_with_counts(counts)
         else:  # rows encoded here: datasets' own conversion infers a type per row (a None image gives "null")
@@ -1246,8 +1708,10 @@ def write_mix(
             for column, feature in mixed.features.items():
                 if isinstance(feature, hfds.Image):
                     undecoded = undecoded.cast_column(column, hfds.Image(decode=False))
+            undecoded = undecoded.with_format(None)
+            undecoded.set_epoch(mixed.epoch)  # a derived IterableDataset starts at epoch 0
             tables = (pa.Table.from_pydict(features.encode_batch(batch), schema=schema)
-                      for batch in undecoded.with_format(None).iter(batch_size=batch_size))
+                      for batch in undecoded.iter(batch_size=batch_size))
         total = None
     else:
         tables = mixed.with_format("arrow").iter(batch_size=batch_size)

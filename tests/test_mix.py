@@ -1,5 +1,5 @@
 """llava_zh.mix: exact shares by samples and by tokens, determinism, stopping, streaming == map-style,
-splitting by node, task alignment, the report, writing the mix, and the CLI verb."""
+splitting by node, task alignment, the report, writing the mix, the CLI verb, and epochs (set_epoch)."""
 
 import json
 from collections import Counter
@@ -11,7 +11,7 @@ from datasets.distributed import split_dataset_by_node
 
 import llava_zh
 from factories import jpeg_bytes, make_dataset
-from llava_zh.mixing import MixExamplesIterable, count_tokens, estimate_tokens, write_mix
+from llava_zh.mixing import MixedDataset, MixExamplesIterable, count_tokens, estimate_tokens, write_mix
 from llava_zh.schema import FEATURES, TASKS
 
 ZH = "这张图片展示了一条繁忙的街道，行人和车辆来来往往。"
@@ -367,7 +367,7 @@ def test_report_table_and_dict(zh, en):
 
 @pytest.mark.parametrize("bad", [
     dict(weights={"zh": 1}), dict(weights={"zh": -1, "en": 2}), dict(by="bytes"), dict(stopping_strategy="never"),
-    dict(total=0), dict(task_aligned="fr"),
+    dict(total=0), dict(task_aligned="fr"), dict(epoch_shuffle=0), dict(epoch_shuffle="full"),
 ])
 def test_bad_arguments_are_refused(zh, en, bad):
     kwargs = {"weights": {"zh": 1, "en": 1}, **bad}
@@ -435,3 +435,244 @@ def test_cli_mix_writes_parquet_and_prints_the_report(tmp_path, capsys):
     expected, _ = llava_zh.mix({"zh": zh, "en": en}, {"zh": 0.6, "en": 0.4}, by="tokens", total=40)
     assert back["id"] == expected["id"]
     assert json.loads((out / "mix_report.json").read_text())["by"] == "tokens"
+
+
+# ---------------------------------------------------------------------------------------------------- epochs
+
+
+@pytest.fixture(scope="module")
+def small():
+    return {"zh": dataset("zh", 600, task_cycle=(0, 0, 1, 2)), "en": dataset("en", 1000)}
+
+
+def streamed_all(named):
+    return {"zh": streamed(named["zh"]), "en": streamed(named["en"], 3)}
+
+
+def at_epoch(ds, epoch):
+    ds.set_epoch(epoch)
+    return ids(ds)
+
+
+def test_epoch_zero_is_the_order_mix_returned_and_set_epoch_goes_back_to_it(small):
+    mapped, _ = llava_zh.mix(small, {"zh": 0.6, "en": 0.4}, seed=4)
+    stream, _ = llava_zh.mix(streamed_all(small), {"zh": 0.6, "en": 0.4}, seed=4)
+    assert isinstance(mapped, datasets.Dataset) and isinstance(mapped, MixedDataset)
+    first, fingerprint = ids(mapped), mapped._fingerprint
+    assert mapped.epoch == stream.epoch == 0 and ids(stream) == first
+    assert at_epoch(mapped, 0) == first and mapped._fingerprint == fingerprint  # a no-op
+    assert at_epoch(mapped, 3) != first and mapped._fingerprint != fingerprint  # new content, new fingerprint
+    assert at_epoch(stream, 3) != first
+    assert at_epoch(mapped, 0) == first == at_epoch(stream, 0)
+    with pytest.raises(ValueError, match="epoch"):
+        mapped.set_epoch(-1)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+@pytest.mark.parametrize("epoch_shuffle", ["auto", 50, None])
+def test_every_epoch_a_new_deterministic_order_of_the_same_composition(small, streaming, epoch_shuffle):
+    def make(seed=4, **kw):
+        inputs = streamed_all(small) if streaming else small
+        return llava_zh.mix(inputs, {"zh": 0.6, "en": 0.4}, seed=seed, epoch_shuffle=epoch_shuffle, **kw)[0]
+
+    mixed = make()
+    orders = [at_epoch(mixed, e) for e in range(3)]
+    assert len({tuple(o) for o in orders}) == 3  # every epoch its own order...
+    again, other_seed = make(), make(seed=5)
+    assert at_epoch(again, 2) == orders[2]  # ...the same for the same seed and epoch
+    assert at_epoch(other_seed, 2) != orders[2]
+    for order in orders:
+        assert set(order) == set(small["zh"]["id"]) | set(small["en"]["id"])  # all_exhausted: every sample
+        n_zh = sum(i.startswith("zh") for i in order)
+        assert abs(n_zh - 0.6 * len(order)) <= 2  # the shares hold every epoch
+        assert abs(len(order) - len(orders[0])) <= 2
+        assert order[-1].startswith("en")  # en (1000 at 0.4) is the last input to finish its pass
+    en_orders = [[i for i in o if i.startswith("en")] for o in orders]
+    assert en_orders[0] == small["en"]["id"]  # epoch 0: each input in its own order
+    if epoch_shuffle is None:
+        assert en_orders[1] == en_orders[2] == en_orders[0]  # rows in input order, only the interleave moves
+        assert [i[:2] for i in orders[1]] != [i[:2] for i in orders[0]]
+    else:
+        assert en_orders[1] != en_orders[0] and en_orders[2] != en_orders[1]
+        assert sorted(en_orders[1]) == sorted(small["en"]["id"])  # a permutation: each row once
+
+    first, _ = llava_zh.mix(streamed_all(small) if streaming else small, {"zh": 0.5, "en": 0.5},
+                            stopping_strategy="first_exhausted", epoch_shuffle=epoch_shuffle)
+    for e in range(3):
+        order = at_epoch(first, e)
+        assert len(set(order)) == len(order)  # first_exhausted: nothing repeats in any epoch
+        assert {i for i in order if i.startswith("zh")} == set(small["zh"]["id"])  # zh runs out first
+        assert order[-1].startswith("zh") and abs(len(order) - 1200) <= 2
+
+
+def test_a_map_style_epoch_is_a_full_permutation_of_each_source(small):
+    mixed, _ = llava_zh.mix(small, {"zh": 1, "en": 1}, stopping_strategy="first_exhausted", seed=2)
+    positions = {i: k for k, i in enumerate(small["en"]["id"])}
+    mixed.set_epoch(1)
+    en = [positions[i] for i in ids(mixed) if i.startswith("en")]
+    assert len(en) in (599, 600, 601)
+    # a permutation of all 1000 rows, cut at ~600: rows from the whole input, not a buffer's neighbourhood
+    assert max(en) > 900 and np.corrcoef(np.arange(len(en)), en)[0, 1] < 0.2
+
+
+@pytest.mark.parametrize("epoch_shuffle", [None, 64])
+@pytest.mark.parametrize("case", ["samples, all_exhausted", "tokens, total", "task_aligned by tokens"])
+def test_map_style_and_streaming_give_the_same_sequence_every_epoch(small, case, epoch_shuffle):
+    kwargs = CASES[case] if case != "tokens, total" else dict(by="tokens", total=1500)
+    weights = {"zh": 0.6, "en": 0.4}
+    mapped, _ = llava_zh.mix(small, weights, seed=5, epoch_shuffle=epoch_shuffle, **kwargs)
+    stream, _ = llava_zh.mix(streamed_all(small), weights, seed=5, epoch_shuffle=epoch_shuffle, **kwargs)
+    for epoch in (1, 2):
+        assert at_epoch(stream, epoch) == at_epoch(mapped, epoch)
+
+
+def test_auto_shuffle_streaming_keeps_the_map_style_length_and_sources_by_samples(small):
+    """"auto": a full permutation (map-style) against shards and a buffer (streaming): by samples, the same
+    length and the same source and task at every position; the rows inside each source differ."""
+    mapped, _ = llava_zh.mix(small, {"zh": 0.3, "en": 0.7}, seed=1, task_aligned=True)
+    stream, _ = llava_zh.mix(streamed_all(small), {"zh": 0.3, "en": 0.7}, seed=1, task_aligned=True)
+    columns = stream.select_columns(["language", "task"])  # a derived IterableDataset has its own epoch
+    for epoch in (1, 2):
+        mapped.set_epoch(epoch)
+        columns.set_epoch(epoch)
+        a = [(r["language"], r["task"]) for r in mapped.select_columns(["language", "task"])]
+        assert a == [(r["language"], r["task"]) for r in columns]
+        assert at_epoch(stream, epoch) != ids(mapped)
+
+
+def test_shares_by_tokens_hold_every_epoch(zh, en):
+    mixed, report = llava_zh.mix({"zh": zh, "en": en}, {"zh": 0.3, "en": 0.7}, by="tokens", total=6000)
+    for epoch in (1, 2):
+        mixed.set_epoch(epoch)
+        assert len(mixed) == 6000
+        tokens = count_tokens(mixed.with_format("arrow")[:]["conversations"])
+        zh_share = tokens[np.asarray(mixed["language"]) == "zh"].sum() / tokens.sum()
+        assert abs(zh_share - 0.3) < 0.01
+    assert report.num_samples == 6000  # the report describes epoch 0
+
+
+def test_the_buffer_order_is_what_the_streaming_buffer_does_to_rows():
+    from llava_zh.mixing import _buffer_order, _buffer_shuffled
+
+    rng = np.random.default_rng(0)
+    for n, size in [(0, 4), (3, 10), (10, 10), (11, 10), (100, 1), (100, 2), (257, 7), (1000, 64)]:
+        order = _buffer_order(n, size, np.random.default_rng(n + size))
+        assert sorted(order.tolist()) == list(range(n))
+        cuts = np.sort(rng.choice(np.arange(1, n), size=min(5, max(n - 1, 0)), replace=False)) if n > 1 else []
+        bounds = [0, *cuts, n]
+        batches = iter([([f"r{i}" for i in range(a, b)], np.arange(a, b), None, b - a)
+                        for a, b in zip(bounds[:-1], bounds[1:])])
+        rows, costs = [], []
+        for payload, c, _, m in _buffer_shuffled(batches, size, np.random.default_rng(n + size)):
+            assert len(payload) == len(c) == m
+            rows += payload
+            costs += c.tolist()
+        assert rows == [f"r{i}" for i in order] and costs == order.tolist()
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_split_by_node_every_epoch_is_disjoint_complete_and_balanced(small, world_size):
+    kw = dict(stopping_strategy="first_exhausted", seed=3)  # every sample at most once: disjoint parts by id
+    mapped, _ = llava_zh.mix(small, {"zh": 1, "en": 1}, **kw)
+    stream, _ = llava_zh.mix(streamed_all(small), {"zh": 1, "en": 1}, **kw)
+    map_parts = [split_dataset_by_node(mapped, rank=r, world_size=world_size) for r in range(world_size)]
+    stream_parts = [split_dataset_by_node(stream, rank=r, world_size=world_size) for r in range(world_size)]
+    seen_lengths = set()
+    for epoch in (0, 1, 2, 1):
+        for full_mix, parts in ((mapped, map_parts), (stream, stream_parts)):
+            full = at_epoch(full_mix, epoch)
+            got = [at_epoch(p, epoch) for p in parts]
+            sets = [set(g) for g in got]
+            assert all(not (sets[a] & sets[b]) for a in range(world_size) for b in range(a + 1, world_size))
+            assert set().union(*sets) == set(full) and sum(map(len, got)) == len(full)
+            assert max(map(len, got)) - min(map(len, got)) <= 1
+            if parts is map_parts:
+                assert sum(got, []) == full  # contiguous blocks of this epoch's mix
+                # splitting after set_epoch gives the same parts
+                assert [ids(split_dataset_by_node(mapped, rank=r, world_size=world_size))
+                        for r in range(world_size)] == got
+            else:
+                assert [got[i % world_size][i // world_size] for i in range(len(full))] == full
+            seen_lengths.add(len(full))
+    assert len(seen_lengths) > 1  # the length moved between epochs, and the parts followed
+
+
+def _collate_ids(batch):
+    return [row["id"] for row in batch]
+
+
+def test_a_torch_dataloader_follows_set_epoch(small):
+    from torch.utils.data import DataLoader
+
+    stream, _ = llava_zh.mix(streamed_all(small), {"zh": 1, "en": 1}, total=500)
+    expected = [at_epoch(stream, e) for e in range(3)]
+    for workers in (0, 1):  # one persistent worker: the epoch reaches it through shared memory
+        ds = stream.select_columns(["id"])
+        loader = DataLoader(ds, batch_size=32, num_workers=workers, persistent_workers=bool(workers),
+                            collate_fn=_collate_ids)
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            assert [i for batch in loader for i in batch] == expected[epoch]
+    mapped, _ = llava_zh.mix(small, {"zh": 1, "en": 1}, total=500)
+    loader = DataLoader(mapped, batch_size=32, collate_fn=_collate_ids)
+    seen = []
+    for epoch in range(3):
+        mapped.set_epoch(epoch)
+        seen.append([i for batch in loader for i in batch])
+        assert seen[-1] == ids(mapped)
+    assert seen[0] == expected[0] and len({tuple(s) for s in seen}) == 3
+
+
+def test_datasets_derived_from_a_map_style_mix_follow_set_epoch(small):
+    mixed, _ = llava_zh.mix(small, {"zh": 1, "en": 1}, total=800)
+    view = mixed.select_columns(["id", "language"]).with_format("numpy")
+    head = mixed.select(range(100))
+    shuffled = mixed.shuffle(seed=0)
+    filtered = mixed.filter(lambda row: row["language"] == "zh")
+    mixed.set_epoch(1)
+    full = ids(mixed)
+    for derived in (view, head, shuffled):
+        derived.set_epoch(1)
+    assert list(view["id"]) == full and isinstance(view, MixedDataset)
+    assert ids(head) == full[:100]
+    assert sorted(ids(shuffled)) == sorted(full) and ids(shuffled) != full
+    with pytest.raises(ValueError, match="rewrites its rows"):
+        filtered.set_epoch(1)  # filter re-indexes: fixed at the epoch it was made at
+
+
+def test_streaming_mix_resumes_within_an_epoch(small):
+    mixed, _ = llava_zh.mix(streamed_all(small), {"zh": 1, "en": 1}, total=900)
+    mixed.set_epoch(2)
+    full = ids(mixed)
+    it = iter(mixed)
+    head = [next(it)["id"] for _ in range(333)]
+    state = mixed.state_dict()
+    again, _ = llava_zh.mix(streamed_all(small), {"zh": 1, "en": 1}, total=900)
+    again.set_epoch(2)
+    again.load_state_dict(state)
+    assert head + ids(again) == full
+
+
+def test_write_mix_writes_the_current_epoch(small, tmp_path):
+    stream, report = llava_zh.mix(streamed_all(small), {"zh": 1, "en": 1}, total=300)
+    epoch0 = ids(stream)
+    stream.set_epoch(1)
+    write_mix(stream, tmp_path / "out", report)
+    back = datasets.load_dataset(str(tmp_path / "out"), split="train")
+    assert back["id"] == at_epoch(stream, 1) != epoch0
+    assert report.num_samples == 300
+
+
+def test_epochs_with_inputs_that_have_an_indices_mapping_and_a_shuffled_streaming_mix():
+    zh = dataset("zh", 300, source="s-zh").shuffle(seed=1).select(range(250))  # kept as an indices mapping
+    en = dataset("en", 500, source="s-en").select(range(0, 500, 2))
+    mapped, _ = llava_zh.mix({"zh": zh, "en": en}, {"zh": 1, "en": 1}, epoch_shuffle=16)
+    stream, _ = llava_zh.mix({"zh": streamed(zh), "en": streamed(en)}, {"zh": 1, "en": 1}, epoch_shuffle=16)
+    assert mapped._mix_plan.base_index is not None
+    for epoch in range(3):
+        got = at_epoch(mapped, epoch)
+        assert set(got) == set(zh["id"]) | set(en["id"]) and got == at_epoch(stream, epoch)
+        assert all(r["source"] == "s-" + r["id"][:2] for r in mapped.select_columns(["id", "source"]))
+    shuffled = stream.shuffle(seed=3, buffer_size=10)  # datasets' own shuffle of the mix: salted by its seed
+    orders = [at_epoch(shuffled, e) for e in (0, 1, 0)]
+    assert orders[0] == orders[2] != orders[1] and sorted(orders[1]) == sorted(ids(stream))
