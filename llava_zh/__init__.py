@@ -40,6 +40,11 @@ _LAZY: dict[str, str] = {
     "ChatTemplateEncoder": "llava_zh.convert.chat_template",
     "export": "llava_zh.convert.export",
     "VLMCollator": "llava_zh.collate",
+    # training-ready: tokenized cache, packing
+    "encode": "llava_zh.encoding",
+    "load_encoded": "llava_zh.encoding",
+    "pack": "llava_zh.packing",
+    "PackedCollator": "llava_zh.packing",
     # mixing
     "load_llava_instruct_150k": "llava_zh.english",
     "mix": "llava_zh.mixing",  # not llava_zh.mix: importing that submodule would shadow the function

@@ -302,3 +302,56 @@ def test_a_text_models_template_gets_string_content():
                                               {"role": "assistant", "content": "你好!"}], chat_template=chatml, tokenize=False)
     assert "[{" not in rendered and row["input_ids"] == tokenizer(rendered, add_special_tokens=False)["input_ids"]
     assert [tokenizer.decode(r) for r in label_runs(row)] == ["你好!<|im_end|>"]
+
+
+# -- image budgets -------------------------------------------------------------------------------------
+
+
+def test_a_large_image_is_encoded_within_the_pixel_budget(processors):
+    import warnings
+
+    from llava_zh.convert.chat_template import pixel_budget_kwargs
+
+    processor = processors["qwen2_5_vl", False]
+    ip = processor.image_processor
+    budget = 448 * 448
+    sample = conversation(make_image(4000, 3000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the current `size` option, not the deprecated min/max_pixels
+        row = ChatTemplateEncoder(processor, max_pixels=budget)(sample)
+    (t, h, w), = np.asarray(row["image_grid_thw"]).tolist()
+    image_tokens = row["input_ids"].count(processor.image_token_id)
+    assert t * h * w // ip.merge_size ** 2 == image_tokens == 234  # 4000x3000 -> 504x364 pixels -> 36x26 patches
+    assert h * w * ip.patch_size ** 2 <= budget and np.asarray(row["pixel_values"]).shape[0] == t * h * w
+    assert row["input_ids"].count(processor.image_token_id) == \
+        ChatTemplateEncoder(processor, max_pixels=budget, process_images=False)(sample)["input_ids"].count(processor.image_token_id)
+    unbudgeted = ChatTemplateEncoder(processor, process_images=False)(sample)["input_ids"].count(processor.image_token_id)
+    assert unbudgeted == num_image_tokens(processor, 3000, 4000) == 1230  # the processor's own default budget
+    # min_pixels lifts a small image the same way; the budget is part of the encoder's fingerprint
+    small = ChatTemplateEncoder(processor, min_pixels=112 * 112, max_pixels=budget)(conversation(make_image(30, 30)))
+    assert int(np.prod(small["image_grid_thw"][0])) * ip.patch_size ** 2 >= 112 * 112
+    assert Hasher.hash(ChatTemplateEncoder(processor, max_pixels=budget)) != Hasher.hash(ChatTemplateEncoder(processor))
+    assert pixel_budget_kwargs(processor, max_pixels=budget) == {
+        "images_kwargs": {"size": {"shortest_edge": ip.size["shortest_edge"], "longest_edge": budget}}}
+    with pytest.raises(ValueError, match="must not exceed"):
+        ChatTemplateEncoder(processor, min_pixels=500 * 500, max_pixels=budget)
+
+
+def test_a_size_budget_in_processor_kwargs_is_counted_as_processed(processors):
+    # transformers' token counter ignores `size`; the encoder translates it so counting matches processing
+    processor = processors["qwen2_5_vl", False]
+    kwargs = {"images_kwargs": {"size": {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}}}
+    sample = conversation(make_image(1000, 700))
+    full = ChatTemplateEncoder(processor, processor_kwargs=kwargs)(sample)
+    light = ChatTemplateEncoder(processor, processor_kwargs=kwargs, process_images=False)(sample)
+    assert full["input_ids"] == light["input_ids"]
+
+
+def test_llava_fixed_size_honours_or_refuses_a_budget(processors):
+    processor = processors["llava", False]  # CLIP: every image resized and cropped to 112x112
+    sample = conversation(make_image(4000, 3000))
+    plain = ChatTemplateEncoder(processor)(sample)
+    within = ChatTemplateEncoder(processor, max_pixels=448 * 448)(sample)
+    assert within["input_ids"] == plain["input_ids"] and np.asarray(within["pixel_values"]).shape == (1, 3, 112, 112)
+    with pytest.raises(ValueError, match=r"fixed 112x112 \(12544 pixels\), above max_pixels=10000"):
+        ChatTemplateEncoder(processor, max_pixels=100 * 100)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "filter": ("llava_zh.cli.filter", "deduplicate and filter a source; print what each rule removed"),
     "export": ("llava_zh.cli.export", "write a source for a trainer: llava, sharegpt, llamafactory, swift, trl, internvl"),
     "regenerate": ("llava_zh.cli.regenerate", "make samples from images with a VLM (or redo a dataset's); resumable, shardable"),
+    "encode": ("llava_zh.cli.encode", "tokenize a source once with a model's processor: parquet shards of ids, labels and image references"),
     "mix": ("llava_zh.cli.mix", "blend sources by ratio (samples or tokens); write parquet shards and the composition"),
 }
 

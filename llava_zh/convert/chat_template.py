@@ -19,6 +19,9 @@ spans to learn are found in one of three ways:
 Truncation never cuts through image tokens: a sample longer than ``max_length`` is re-encoded with its
 whole turns up to the last reply that fits (so the images, their tokens and their pixels stay whole).
 
+Image budgets (``min_pixels`` / ``max_pixels``) go through the processor's own resizing options, never
+through resizing the images here, so the image tokens always match the pixels the processor produces.
+
 Example:
     >>> encoder = ChatTemplateEncoder(processor, max_length=2048)                  # doctest: +SKIP
     >>> row = encoder(llava_zh.load_dataset("sample")[0])                          # doctest: +SKIP
@@ -183,6 +186,106 @@ def _replacements_from_runs(text: str, ids: Sequence[int], token: str, token_id:
     return out
 
 
+def _qwen_like(image_processor: Any) -> bool:
+    """An image processor that resizes within a pixel budget (``size={"shortest_edge", "longest_edge"}`` in pixels,
+    patches merged: Qwen2-VL, Qwen2.5-VL and their kin)."""
+    size = getattr(image_processor, "size", None)
+    get = size.get if isinstance(size, Mapping) else (lambda key: getattr(size, key, None))
+    return (hasattr(image_processor, "merge_size") and hasattr(image_processor, "patch_size")
+            and get("shortest_edge") is not None and get("longest_edge") is not None)
+
+
+def _fixed_size(image_processor: Any) -> Optional[tuple[int, int]]:
+    """(height, width) every image is resized/cropped to by a fixed-size image processor (CLIP...), else None."""
+    for name in ("crop_size", "size"):
+        size = getattr(image_processor, name, None)
+        get = size.get if isinstance(size, Mapping) else (lambda key, size=size: getattr(size, key, None))
+        if size is not None and get("height") and get("width"):
+            if name == "size" or getattr(image_processor, "do_center_crop", True):
+                return int(get("height")), int(get("width"))
+    return None
+
+
+def pixel_budget_kwargs(processor: Any, min_pixels: Optional[int] = None,
+                        max_pixels: Optional[int] = None) -> dict[str, Any]:
+    """The processor-call arguments that keep every image within ``[min_pixels, max_pixels]`` pixels.
+
+    Dispatch on what the image processor offers:
+
+    * a budget (Qwen2-VL family: ``size={"shortest_edge": min_pixels, "longest_edge": max_pixels}``, the
+      current name of the deprecated ``min_pixels``/``max_pixels`` call options): ``{"images_kwargs": {"size": ...}}``,
+      the other bound kept from the processor (the lower one lowered to ``max_pixels`` if above it);
+    * a fixed output size (LLaVA-1.5's CLIP processor): nothing to pass when that size is within the budget;
+      ``ValueError`` otherwise, as no option of the processor can honour it.
+
+    Example:
+        >>> from llava_zh.tiny_models import build_processor
+        >>> pixel_budget_kwargs(build_processor("qwen2_5_vl"), max_pixels=448 * 448)
+        {'images_kwargs': {'size': {'shortest_edge': 3136, 'longest_edge': 200704}}}
+        >>> pixel_budget_kwargs(build_processor("llava", image_size=112), max_pixels=448 * 448)
+        {}
+    """
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"{name} must be a positive number of pixels or None, got {value!r}")
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+    if min_pixels is None and max_pixels is None:
+        return {}
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        raise TemplateError(f"{type(processor).__name__} has no image processor: a pixel budget needs the model's processor")
+    if _qwen_like(image_processor):
+        size = image_processor.size
+        get = size.get if isinstance(size, Mapping) else (lambda key: getattr(size, key, None))
+        low = int(min_pixels if min_pixels is not None else get("shortest_edge"))
+        high = int(max_pixels if max_pixels is not None else get("longest_edge"))
+        if min_pixels is None:
+            low = min(low, high)
+        if low > high:
+            raise ValueError(f"min_pixels ({low}) must not exceed max_pixels ({high}) of {type(image_processor).__name__}")
+        return {"images_kwargs": {"size": {"shortest_edge": low, "longest_edge": high}}}
+    fixed = _fixed_size(image_processor)
+    if fixed is not None:
+        pixels = fixed[0] * fixed[1]
+        if max_pixels is not None and pixels > max_pixels:
+            raise ValueError(f"{type(image_processor).__name__} resizes every image to a fixed {fixed[1]}x{fixed[0]} "
+                             f"({pixels} pixels), above max_pixels={max_pixels}; build the processor with a smaller size")
+        if min_pixels is not None and pixels < min_pixels:
+            raise ValueError(f"{type(image_processor).__name__} resizes every image to a fixed {fixed[1]}x{fixed[0]} "
+                             f"({pixels} pixels), below min_pixels={min_pixels}; build the processor with a larger size")
+        return {}  # the fixed size already honours the budget
+    raise ValueError(f"{type(image_processor).__name__} has no pixel budget option known to llava-zh; pass its own "
+                     "resizing options through processor_kwargs={'images_kwargs': {...}}")
+
+
+def _merge_images_kwargs(kwargs: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``extra["images_kwargs"]`` merged into its own ``images_kwargs`` (``extra`` wins)."""
+    out = dict(kwargs)
+    if extra.get("images_kwargs"):
+        out["images_kwargs"] = {**dict(out.get("images_kwargs") or {}), **extra["images_kwargs"]}
+    return out
+
+
+def _count_kwargs(processor: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Processor-call kwargs as ``_get_num_multimodal_tokens`` reads them.
+
+    transformers' token counter for the Qwen2-VL family reads ``min_pixels``/``max_pixels`` from the image
+    options but ignores ``size``, which the processor call uses: a ``size`` budget is translated so that
+    counting and processing agree.
+    """
+    images = kwargs.get("images_kwargs")
+    size = images.get("size") if isinstance(images, Mapping) else None
+    if not isinstance(size, Mapping) or not _qwen_like(getattr(processor, "image_processor", None)):
+        return dict(kwargs)
+    extra = {}
+    if size.get("shortest_edge") is not None:
+        extra["min_pixels"] = size["shortest_edge"]
+    if size.get("longest_edge") is not None:
+        extra["max_pixels"] = size["longest_edge"]
+    return {**kwargs, "images_kwargs": {**images, **extra}}
+
+
 class ChatTemplateEncoder:
     """Turn LLaVA or messages samples into model inputs with labels, using the processor's own template.
 
@@ -201,7 +304,13 @@ class ChatTemplateEncoder:
             prefixes on a probe, else prefixes) or one of ``"markers"``, ``"sentinels"``, ``"prefixes"``.
         chat_template: a template string or name, instead of the processor's default.
         template_kwargs: extra variables for the template (``add_vision_id=True``...).
-        processor_kwargs: extra arguments for the processor call (``images_kwargs={"max_pixels": ...}``...).
+        processor_kwargs: extra arguments for the processor call (``images_kwargs={...}``...).
+        min_pixels, max_pixels: pixel budget per image, applied through the processor's own options (see
+            :func:`pixel_budget_kwargs`): Qwen2-VL style processors resize every image to at most
+            ``max_pixels`` (and at least ``min_pixels``) pixels, keeping its aspect ratio, so a 4000x3000 photo
+            under ``max_pixels=448*448`` becomes 504x364 pixels and 234 image tokens instead of 1,230. LLaVA
+            style processors resize to a fixed size: a budget is accepted when that size fits it and refused
+            otherwise (build the processor with a smaller size).
 
     Calling it on one sample returns a dict (None when dropped); on a batch (columns, as in
     ``Dataset.map(batched=True)``) it returns columns without the dropped rows, so map it with
@@ -233,6 +342,8 @@ class ChatTemplateEncoder:
         chat_template: Optional[str] = None,
         template_kwargs: Optional[Mapping[str, Any]] = None,
         processor_kwargs: Optional[Mapping[str, Any]] = None,
+        min_pixels: Optional[int] = None,
+        max_pixels: Optional[int] = None,
     ) -> None:
         if on_too_long not in ON_TOO_LONG:
             raise ValueError(f"on_too_long must be one of {list(ON_TOO_LONG)}, got {on_too_long!r}")
@@ -246,7 +357,11 @@ class ChatTemplateEncoder:
         self.on_too_long = on_too_long
         self.process_images = process_images
         self.template_kwargs = dict(template_kwargs or {})
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.processor_kwargs = dict(processor_kwargs or {})
+        if min_pixels is not None or max_pixels is not None:
+            self.processor_kwargs = _merge_images_kwargs(
+                self.processor_kwargs, pixel_budget_kwargs(processor_or_tokenizer, min_pixels, max_pixels))
         self.chat_template = self._resolve_template(chat_template)
         self.has_markers = bool(_GENERATION.search(self.chat_template))
         self.end_of_turn = "" if span_method == "markers" else self._learn_end_of_turn()
@@ -472,7 +587,7 @@ class ChatTemplateEncoder:
         cache = self.__dict__.setdefault("_count_cache", {})
         missing = list(dict.fromkeys(size for size in sizes if size not in cache))
         if missing:
-            counts = counter(image_sizes=missing, **self.processor_kwargs)["num_image_tokens"]
+            counts = counter(image_sizes=missing, **_count_kwargs(self.processor, self.processor_kwargs))["num_image_tokens"]
             cache.update(zip(missing, (int(n) for n in counts)))
         return [cache[size] for size in sizes]
 
