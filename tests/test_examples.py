@@ -1,6 +1,7 @@
 """The examples run as a user runs them (a subprocess from the repository root, offline)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,11 @@ def test_train_sft_tiny_loss_falls():
     for line in summaries:
         first, last = line.replace("loss", "").split("->")
         assert float(last) < float(first)
+
+
+def test_train_packed_tiny_reports_efficiency_and_a_falling_loss():
+    out = _run("train_packed_tiny.py")
+    assert "efficiency" in out
+    found = re.search(r"loss ([0-9.]+) -> ([0-9.]+)\s*$", out)
+    assert found, out
+    assert float(found.group(2)) < float(found.group(1))
