@@ -1,9 +1,11 @@
-"""Validation rules for one record, written as plain checks for the hot path.
+"""Validation rules for one record, written as plain checks for the hot path, and over Arrow tables.
 
 ``schemas/llava_sample.schema.json`` is the definition of a record's shape; ``check_record`` applies the
-same rules in plain Python (about 50x faster than ``jsonschema``), and ``tests/test_checks.py`` shows
-both agree. On top of the schema it checks what a schema cannot say: the order of roles, the ``<image>``
-placeholder, the safety of the image path; ``check_image_bytes`` looks at the image header.
+same rules in plain Python (about 50x faster than ``jsonschema``), and ``tests/test_checks_property.py``
+shows on generated records that both give the same verdict and name the same rule. On top of the schema
+it checks what a schema cannot say: the order of roles, the ``<image>`` placeholder, the safety of the
+image path; ``check_image_bytes`` looks at the image header. ``flag_table`` runs the same rules over a
+whole Arrow table at once and marks the rows that ``check_record`` must see.
 
 Each check returns ``None`` or a ``Problem(rule, message)`` whose message says expected vs got.
 
@@ -25,7 +27,9 @@ from .schema import GPT, HUMAN, IMAGE_PLACEHOLDER, SYSTEM, TASKS
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_OPTIONAL_STRINGS = ("image", "language", "source")
+# optional string fields, and whether the schema lets them be blank (all three carry ``"pattern": "\\S"``;
+# the flag stays so a field the schema lets be blank can say so in one place)
+_OPTIONAL_STRINGS = (("image", False), ("language", False), ("source", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +44,12 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _check_string(value: Any, what: str) -> Optional[Problem]:
+def _check_string(value: Any, what: str, blank_ok: bool = False) -> Optional[Problem]:
     if type(value) is not str and not isinstance(value, str):
         return Problem("schema", f"{what} must be a string, got {_type_name(value)}")
-    # ``not value or value.isspace()`` is the schema's ``"pattern": "\\S"`` failing, without a regex
-    if not value or value.isspace():
-        return Problem("empty_value", f"{what} must not be empty or blank, got {value!r}")
+    # ``not value`` is ``"minLength": 1``; ``value.isspace()`` is ``"pattern": "\\S"`` failing, without a regex
+    if not value or (not blank_ok and value.isspace()):
+        return Problem("empty_value", f"{what} must not be empty{'' if blank_ok else ' or blank'}, got {value!r}")
     return None
 
 
@@ -60,9 +64,9 @@ def check_schema(record: Any) -> Optional[Problem]:
     problem = _check_string(record["id"], "'id'")
     if problem:
         return problem
-    for key in _OPTIONAL_STRINGS:
+    for key, blank_ok in _OPTIONAL_STRINGS:
         if key in record:
-            problem = _check_string(record[key], f"'{key}'")
+            problem = _check_string(record[key], f"'{key}'", blank_ok)
             if problem:
                 return problem
     if "task" in record:
@@ -187,6 +191,19 @@ def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
     return None
 
 
+_PIL_IMAGE = None
+
+
+def _pil_image():
+    """``PIL.Image``, imported once (an import statement per image costs more than the header check)."""
+    global _PIL_IMAGE
+    if _PIL_IMAGE is None:
+        from PIL import Image
+
+        _PIL_IMAGE = Image
+    return _PIL_IMAGE
+
+
 def _sniff_size(data: bytes) -> Optional[tuple[int, int]]:
     """The size of a JPEG or PNG read straight from its header (the common formats, 10x faster than
     opening them with Pillow); None means "let Pillow decide"."""
@@ -200,10 +217,11 @@ def _sniff_size(data: bytes) -> Optional[tuple[int, int]]:
 
 def check_image_bytes(data: bytes, path: str) -> Optional[Problem]:
     """The image header decodes and its size stays under Pillow's decompression-bomb limit."""
-    from PIL import Image, UnidentifiedImageError
-
+    Image = _pil_image()
     size = _sniff_size(data)
     if size is None:
+        from PIL import UnidentifiedImageError
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -221,3 +239,172 @@ def check_image_bytes(data: bytes, path: str) -> Optional[Problem]:
             f"{path}: {width}x{height} = {width * height} pixels exceeds Pillow's limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)",
         )
     return None
+
+
+# --- the same rules over an Arrow table, for the hot path ----------------------------------------
+#
+# ``flag_table`` looks at a whole block of records at once and marks every row that *might* break a rule;
+# the rows it leaves unmarked are exactly rows ``check_record`` accepts (``tests/test_checks_property.py``
+# checks this on generated records), and the marked ones go through ``check_record`` itself, which names
+# the rule. A mark is cheap to over-give: an unusual but valid row (a role spelt ``USER``) is just
+# checked the slow way.
+
+#: every character ``str.isspace`` (and the schema's ``\S``, with Python's ``re``) counts as whitespace
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# the ``check_image_path`` rules as one RE2 pattern: a URL, an absolute path, a drive, a ``..`` part
+_UNSAFE_PATH = r"^[A-Za-z][A-Za-z0-9+.-]*://|^[/\\]|^[A-Za-z]:|(^|[/\\])\.\.([/\\]|$)"
+#: exact spellings of roles, in the order of ``ROLE_LLAVA``; other spellings are checked row by row
+ROLE_SPELLINGS: tuple[str, ...] = ("human", "gpt", "system", "user", "assistant", "用户", "助手", "系统")
+ROLE_LLAVA: tuple[str, ...] = tuple(to_llava_role(r) for r in ROLE_SPELLINGS)
+_ROLE_CLASS = {HUMAN: 0, GPT: 1, SYSTEM: 2}
+_OPTIONAL_COLUMNS = ("image", "language", "source", "task")
+
+
+def _role_classes():
+    import numpy as np
+
+    return np.array([_ROLE_CLASS[r] for r in ROLE_LLAVA], dtype=np.int8)
+
+
+def _np(mask):
+    """A boolean Arrow array as numpy, nulls read as False."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+# first bytes (in UTF-8) of every whitespace character: a string starting with any other byte is not blank
+_SPACE_LEAD_BYTES = sorted({c.encode()[0] for c in PY_WHITESPACE})
+
+
+def _nonblank(array):
+    """True where a string is neither empty nor only whitespace (where ``not v or v.isspace()`` fails),
+    False for nulls. Decided from the first byte of each string; only the few strings that open with a
+    byte some whitespace character opens with are looked at in Python."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_string(array.type):
+        array = array.cast(pa.string())
+    n = len(array)
+    _, offsets_buffer, data_buffer = array.buffers()
+    if offsets_buffer is None:  # all null
+        return np.zeros(n, dtype=bool)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[array.offset: array.offset + n + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None and data_buffer.size else np.zeros(1, np.uint8)
+    starts = offsets[:-1]
+    filled = offsets[1:] > starts
+    first = data[np.minimum(starts, len(data) - 1)]
+    result = filled & ~np.isin(first, _SPACE_LEAD_BYTES) & _np(array.is_valid())
+    doubt = np.flatnonzero(filled & ~result & _np(array.is_valid()))
+    if len(doubt):
+        texts = array.take(pa.array(doubt)).to_pylist()
+        result[doubt] = [not t.isspace() for t in texts]
+    return result
+
+
+def role_indices(roles):
+    """Index of each role in ``ROLE_SPELLINGS`` (null for any other spelling)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.index_in(roles, value_set=pa.array(ROLE_SPELLINGS))
+
+
+class TurnLayout:
+    """Where the turns of a list<struct<from, value>> column sit: per row its length, first turn and
+    whether it opens with a system turn; per turn its row, position, role (``role_class``: 0 human,
+    1 gpt, 2 system, for the exact spellings in ``ROLE_SPELLINGS``) and text."""
+
+    def __init__(self, conversations) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(conversations, pa.ChunkedArray):
+            conversations = conversations.combine_chunks()
+        self.conversations = conversations
+        n = len(conversations)
+        self.lengths = pc.fill_null(pc.list_value_length(conversations), 0).to_numpy(zero_copy_only=False)
+        self.turns = pc.list_flatten(conversations)
+        self.parents = pc.list_parent_indices(conversations).to_numpy(zero_copy_only=False)
+        self.roles = pc.struct_field(self.turns, "from")
+        self.values = pc.struct_field(self.turns, "value")
+        self.spelling = role_indices(self.roles)
+        self.known = _np(self.spelling.is_valid())
+        self.role_class = _role_classes()[pc.fill_null(self.spelling, 0).to_numpy(zero_copy_only=False)]
+        self.starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(self.lengths[:-1], out=self.starts[1:])
+        self.position = np.arange(len(self.turns)) - self.starts[self.parents]
+        self.system_first = np.zeros(n, dtype=np.int64)
+        self.system_first[self.parents[(self.role_class == 2) & (self.position == 0)]] = 1
+
+
+def flag_table(table, *, text_only: bool = False, mentions_null=None, layout: Optional["TurnLayout"] = None):
+    """Rows of ``table`` (columns as ``llava_zh.readers.input_schema``) that ``check_record`` must look at.
+
+    Returns a numpy boolean array; an unmarked row passes ``check_record(row, text_only=text_only)``.
+    ``mentions_null`` marks rows whose text holds a JSON ``null``: there a null column may be an explicit
+    ``null`` (a schema error) rather than an absent field. ``layout`` is the table's ``TurnLayout`` when
+    the caller has it already.
+
+    Example:
+        >>> import pyarrow.json as paj, io                                   # doctest: +SKIP
+        >>> flag_table(paj.read_json(io.BytesIO(b'{"id": " ", "conversations": []}')))   # doctest: +SKIP
+        array([ True])
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    names = set(table.column_names)
+    if "id" not in names or "conversations" not in names:
+        return np.ones(n, dtype=bool)
+    flagged = ~_nonblank(table["id"])  # null or blank id
+    optional = {name: table[name] for name in _OPTIONAL_COLUMNS if name in names}
+    for name in ("image", "language", "source"):
+        if name in optional:
+            column = optional[name]
+            flagged |= _np(column.is_valid()) & ~_nonblank(column)
+    if "task" in optional:
+        task = optional["task"]
+        flagged |= _np(task.is_valid()) & ~_np(pc.is_in(task, value_set=pa.array(TASKS)))
+    if mentions_null is not None:
+        some_null = np.zeros(n, dtype=bool)
+        for column in optional.values():
+            some_null |= _np(column.is_null())
+        flagged |= some_null & np.asarray(mentions_null, dtype=bool)
+
+    layout = layout or TurnLayout(table["conversations"])
+    lengths, parents, position, system_first = layout.lengths, layout.parents, layout.position, layout.system_first
+    flagged |= _np(layout.conversations.is_null()) | (lengths == 0)
+    values = layout.values
+    bad_turn = ~_np(layout.turns.is_valid()) | ~_nonblank(layout.roles) | ~_nonblank(values)
+    # roles: human/gpt alternate from human (after an optional first system turn) and end with gpt
+    bad_turn |= ~layout.known
+    is_system = layout.role_class == 2
+    bad_turn |= is_system & (position != 0)
+    bad_turn |= ~is_system & (layout.role_class != ((position - system_first[parents]) % 2))
+    flagged |= (lengths - system_first) % 2 != 0
+
+    if not text_only:
+        # exactly one <image> in the first human turn of an image sample, none in a text-only one
+        counts = pc.fill_null(pc.count_substring_regex(values, "<image>"), 0).to_numpy(zero_copy_only=False)
+        total = np.bincount(parents, weights=counts, minlength=n)
+        first_human = np.zeros(n, dtype=np.float64)
+        at_first = position == system_first[parents]
+        first_human[parents[at_first]] = counts[at_first]
+        has_image = _np(optional["image"].is_valid()) if "image" in optional else np.zeros(n, dtype=bool)
+        flagged |= np.where(has_image, (total != 1) | (first_human != 1), total != 0)
+        if "image" in optional:
+            flagged |= has_image & _np(pc.match_substring_regex(optional["image"], _UNSAFE_PATH))
+
+    if bad_turn.any():
+        flagged[parents[bad_turn]] = True
+    return flagged

@@ -14,23 +14,25 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa
 
 from .errors import BadSampleError
-from .images import ImageStore
-from .readers import AnnotationFileError, RawRecord, read_records
+from .images import ImageBatch, ImageStore
+from .readers import AnnotationFileError, RawRecord, RecordBlock, read_blocks
 from .records import to_llava_record
 from .report import LoadReport
 from .roles import to_llava_role
-from .schema import DATASET_NAME, DEFAULT_LANGUAGE, FEATURES, IMAGE_PLACEHOLDER, TASKS
-from .tasks import infer_task, task_from_filename
-from .checks import Problem, check_image_bytes, check_record
+from .schema import DATASET_NAME, DEFAULT_LANGUAGE, FEATURES, HUMAN, IMAGE_PLACEHOLDER, TASKS
+from .tasks import infer_task, task_from_filename, task_from_shape
+from .checks import PY_WHITESPACE, ROLE_LLAVA, Problem, TurnLayout, check_image_bytes, check_record, flag_table
 
 logger = logging.getLogger(__name__)
 
 POLICIES: tuple[str, ...] = ("raise", "skip", "quarantine")
+#: image bytes gathered into one output table at most (an Arrow ``binary`` array must stay under 2 GiB)
+MAX_BATCH_BYTES = 512 << 20
 ARROW_SCHEMA = FEATURES.arrow_schema
 
 
@@ -212,6 +214,8 @@ _IMAGE_TYPE = ARROW_SCHEMA.field("image").type
 
 def _image_array(images: list[Optional[dict[str, Any]]]) -> pa.Array:
     """The image struct column built from its two children (much faster than from a list of dicts)."""
+    if not any(images):
+        return pa.nulls(len(images), type=_IMAGE_TYPE)
     present = [im is not None for im in images]
     data = pa.array([im["bytes"] if im is not None else None for im in images], type=pa.binary())
     paths = pa.array([im["path"] if im is not None else None for im in images], type=pa.string())
@@ -230,6 +234,281 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)
 
 
+class BlockBuilder:
+    """Turns a ``RecordBlock`` (many records parsed together by Arrow) into validated tables.
+
+    The rules run over the whole block (``flag_table``); rows they may not accept go one by one through
+    ``RowBuilder.row``, which names the rule, so the outcome (rows, counts, refusals, quarantine lines)
+    is the one the per-record path gives. Unmarked rows become output columns without a Python object
+    per turn; only their image bytes are fetched row by row.
+    """
+
+    def __init__(self, options: PrepareOptions, images: ImageStore, rows: RowBuilder) -> None:
+        self.options = options
+        self.images = images
+        self.rows = rows
+        self._plain_cache: dict[tuple, bool] = {}
+
+    def _is_plain_llava(self, table: pa.Table) -> bool:
+        """True when no column of the block makes its records another on-disk format than LLaVA (the
+        block then needs no per-record conversion); otherwise the block goes the per-record way."""
+        from .readers import input_schema
+        from .records import RECORD_FORMATS, detect_format, llava_record
+
+        core = set(input_schema().names)
+        extra = tuple((f.name, str(f.type)) for f in table.schema if f.name not in core)
+        known = self._plain_cache.get(extra)
+        if known is not None:
+            return known
+        plain = RECORD_FORMATS.get("llava") is llava_record
+        probe = {"id": "x", "conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]}
+        for name, _ in extra if plain else ():
+            column = table[name].drop_null()
+            sample = column[0].as_py() if len(column) else None
+            if detect_format({**probe, name: sample}) != "llava":
+                plain = False
+        self._plain_cache[extra] = plain
+        return plain
+
+    def tables(self, block: RecordBlock, file_task: Optional[str], outcome: "FileOutcome") -> Iterator[pa.Table]:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        options, report, table = self.options, outcome.report, block.table
+        n = table.num_rows
+        if not self._is_plain_llava(table):
+            yield from self._slow_tables(range(n), block, file_task, outcome)
+            return
+        # a record whose task is known up front and is not this config's is passed over unchecked
+        other = np.zeros(n, dtype=bool)
+        if options.task:
+            task_column = table["task"]
+            named = _as_numpy(pc.is_in(task_column, value_set=pa.array(TASKS)))
+            not_wanted = _as_numpy(pc.not_equal(task_column, options.task))
+            if file_task is None:
+                other = named & not_wanted
+            else:
+                other = np.where(named, not_wanted, file_task != options.task)
+        layout = TurnLayout(table["conversations"])
+        flagged = flag_table(table, text_only=options.text_only, mentions_null=block.mentions_null, layout=layout)
+        slow = flagged & ~other
+        fast = ~flagged & ~other
+        tasks = self._tasks(table, fast, file_task, layout)
+        if options.task:
+            later_other = fast & (tasks != options.task)
+            other |= later_other
+            fast &= ~later_other
+        report.read += int(other.sum()) + int(fast.sum())
+        report.other_task += int(other.sum())
+
+        fast_rows = np.flatnonzero(fast)
+        columns = self._fast_columns(table, fast_rows, tasks, layout)
+        paths = None if options.text_only else table["image"].take(pa.array(fast_rows)).to_pylist()
+        step = options.batch_size
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            lo, hi = np.searchsorted(fast_rows, [a, b])
+            redo = np.flatnonzero(slow[a:b]) + a
+            if not len(redo) and (paths is None or not any(paths[lo:hi])):  # nothing to look at row by row
+                report.loaded += int(hi - lo)
+                if hi > lo:
+                    yield _with_image_column(columns.slice(lo, hi - lo), pa.nulls(int(hi - lo), type=_IMAGE_TYPE))
+                continue
+            yield from self._slice(columns, fast_rows, paths, a, b, lo, hi, redo, block, file_task, outcome)
+
+    def _slice(self, columns, fast_rows, paths, a, b, lo, hi, redo, block, file_task, outcome) -> Iterator[pa.Table]:
+        """Rows ``a:b`` of a block: fast rows ``lo:hi`` (positions in ``columns``) get their images, rows
+        ``redo`` go through the exact checks, all in file order so the first refusal is the first bad row.
+        Rows whose images add up to more than ``MAX_BATCH_BYTES`` are split in two (an Arrow ``binary``
+        array holds under 2 GiB, and memory stays bounded)."""
+        import numpy as np
+
+        batch = None
+        if paths is not None:
+            located = [self.images.locate(p) if p is not None else None for p in paths[lo:hi]]
+            size = sum(loc[2] if isinstance(loc, tuple) else len(loc) for loc in located if loc is not None)
+            if size > MAX_BATCH_BYTES and b - a > 1:
+                m = (a + b) // 2
+                mid = int(np.searchsorted(fast_rows, m))
+                yield from self._slice(columns, fast_rows, paths, a, m, lo, mid, redo[redo < m], block, file_task, outcome)
+                yield from self._slice(columns, fast_rows, paths, m, b, mid, hi, redo[redo >= m], block, file_task, outcome)
+                return
+            batch = ImageBatch.read(located)
+        todo = sorted([(int(fast_rows[k]), k) for k in range(lo, hi)] + [(int(i), -1) for i in redo])
+        kept, rows, where = [], [], []
+        for i, k in todo:
+            if k < 0:
+                row = self.rows.row(block.raw(i), file_task, outcome)
+                if row is not None:
+                    rows.append(row)
+                    where.append(i)
+                continue
+            path = paths[k] if paths is not None else None
+            if path is not None:
+                data = batch.get(k - lo)
+                problem = (
+                    Problem("missing_image", f"image {path!r} not found in {self.images.describe()}")
+                    if data is None
+                    else check_image_bytes(data, path)
+                )
+                if problem:
+                    raw = block.raw(i)  # already counted as read
+                    outcome.refuse(raw, _sample_id(raw.value), problem)
+                    continue
+            kept.append(k)
+        outcome.report.loaded += len(kept)
+        out = None
+        if kept:
+            sub = columns.slice(lo, hi - lo) if len(kept) == hi - lo else columns.take(pa.array(kept))
+            if batch is None:
+                image = pa.nulls(len(kept), type=_IMAGE_TYPE)
+            else:
+                at = np.asarray(kept, dtype=np.int64) - lo
+                kept_paths = [paths[k] for k in kept]
+                present = np.array([p is not None for p in kept_paths], dtype=bool)
+                image = pa.StructArray.from_arrays(
+                    [batch.array(at), pa.array(kept_paths, type=pa.string())],
+                    fields=list(_IMAGE_TYPE),
+                    mask=None if present.all() else pa.array(~present),
+                )
+            out = _with_image_column(sub, image)
+        if rows:  # rows the exact checks accepted go back to their place among the others
+            slow_table = _table(rows)
+            if out is None:
+                out = slow_table
+            else:
+                places = np.concatenate([fast_rows[kept], np.asarray(where, dtype=np.int64)])
+                out = pa.concat_tables([out, slow_table]).take(pa.array(np.argsort(places, kind="stable")))
+        if out is not None:
+            yield out
+
+    def _slow_tables(self, indices, block, file_task, outcome) -> Iterator[pa.Table]:
+        rows = []
+        for i in indices:
+            row = self.rows.row(block.raw(i), file_task, outcome)
+            if row is not None:
+                rows.append(row)
+                if len(rows) >= self.options.batch_size:
+                    yield _table(rows)
+                    rows = []
+        if rows:
+            yield _table(rows)
+
+    def _tasks(self, table: pa.Table, fast, file_task: Optional[str], layout: TurnLayout):
+        """``infer_task`` for every row: its own field, else the file's name, else its shape."""
+        import numpy as np
+
+        tasks = table["task"].to_numpy(zero_copy_only=False).astype(object)
+        missing = np.flatnonzero(fast & (tasks == None))  # noqa: E711 (elementwise)
+        if len(missing) == 0:
+            return tasks
+        if file_task is not None:
+            tasks[missing] = file_task
+            return tasks
+        humans = np.bincount(layout.parents[layout.role_class == 0], minlength=table.num_rows)[missing]
+        first = layout.values.take(pa.array(layout.starts[missing] + layout.system_first[missing])).to_pylist()
+        for k, i in enumerate(missing.tolist()):
+            # the question of a single round is all ``task_from_shape`` looks at besides the count
+            questions = [{"from": HUMAN, "value": first[k]}] * int(humans[k])
+            tasks[i] = task_from_shape(questions)
+        return tasks
+
+    def _fast_columns(self, table: pa.Table, keep, tasks, layout: TurnLayout) -> pa.Table:
+        """Every output column but the image of rows ``keep`` (all valid): roles in LLaVA's spelling,
+        defaults filled in, placeholders dropped under ``text_only``."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        options = self.options
+        if len(keep) == table.num_rows:  # the usual case: no copy
+            rows = table
+        else:
+            rows = table.take(pa.array(keep))
+            layout = TurnLayout(rows["conversations"])
+        roles = pc.take(pa.array(ROLE_LLAVA), layout.spelling)
+        values = layout.values
+        if options.text_only:
+            for form in (IMAGE_PLACEHOLDER + "\n", "\n" + IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER):
+                values = pc.replace_substring(values, form, "")
+            values = pc.utf8_trim(values, characters=PY_WHITESPACE)
+        offsets = np.zeros(len(keep) + 1, dtype=np.int32)
+        np.cumsum(layout.lengths, out=offsets[1:])
+        turns = pa.StructArray.from_arrays([roles, values], fields=list(_TURN_TYPE))
+        conversations = pa.ListArray.from_arrays(pa.array(offsets), turns, type=_CONVERSATIONS_TYPE)
+        return pa.table(
+            {
+                "id": rows["id"],
+                "task": pa.array(tasks[keep].tolist(), type=pa.string()),
+                "language": pc.fill_null(rows["language"], options.language),
+                "source": pc.fill_null(rows["source"], options.source_name),
+                "conversations": conversations,
+            }
+        )
+
+
+def _with_image_column(columns: pa.Table, image: pa.Array) -> pa.Table:
+    arrays = {name: columns[name] for name in columns.column_names}
+    arrays["image"] = image
+    return pa.Table.from_arrays([arrays[name] for name in ARROW_SCHEMA.names], schema=ARROW_SCHEMA)
+
+
+def _as_numpy(mask):
+    import pyarrow.compute as pc
+
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+_CONVERSATIONS_TYPE = ARROW_SCHEMA.field("conversations").type
+_TURN_TYPE = _CONVERSATIONS_TYPE.value_type
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a background thread, ``depth`` ahead of the consumer.
+
+    Reading and parsing a chunk (file I/O, ``pyarrow.json``) release the GIL, so on two cores the next
+    chunk is parsed while this one is validated and written. Errors are raised in the consumer, in order.
+    """
+    import queue
+    import threading
+
+    done = object()
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((done, None))
+        except BaseException as e:  # handed to the consumer
+            box.put((done, e))
+
+    worker = threading.Thread(target=produce, name="llava-zh-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = box.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
 def generate_tables(
     files: Sequence[tuple[int, str]],
     split: str,
@@ -237,27 +516,45 @@ def generate_tables(
     image_paths: Sequence[str],
     index_dir: Optional[str],
     reports_dir: Optional[str],
-    reader: Callable[[str], Iterator[RawRecord]] = read_records,
+    reader: Optional[Callable[[str], Iterator[Union[RawRecord, RecordBlock]]]] = None,
 ) -> Iterator[tuple[str, pa.Table]]:
-    """Yield ``(key, table)`` for every batch of valid rows of ``files`` (pairs of order and path)."""
+    """Yield ``(key, table)`` for every batch of valid rows of ``files`` (pairs of order and path).
+
+    ``reader`` (default ``read_blocks``) gives a file's records in order, as ``RawRecord``s or as
+    ``RecordBlock``s; both ways give the same rows, counts and refusals.
+    """
+    read = reader or read_blocks
     with ImageStore(image_paths, index_dir=index_dir) as images:
         builder = RowBuilder(options, images)
+        blocks = BlockBuilder(options, images, builder)
         for order, path in files:
             outcome = FileOutcome(path, order, split, options.on_bad_sample, reports_dir)
             file_task = task_from_filename(path)
             rows: list[dict[str, Any]] = []
             batch = 0
+            items = None
             try:
-                records = reader(path)
+                items = prefetch(read(path))
+                for item in items:
+                    if isinstance(item, RecordBlock):
+                        if rows:
+                            yield f"{order}_{batch}", _table(rows)
+                            rows, batch = [], batch + 1
+                        for table in blocks.tables(item, file_task, outcome):
+                            yield f"{order}_{batch}", table
+                            batch += 1
+                        continue
+                    row = builder.row(item, file_task, outcome)
+                    if row is not None:
+                        rows.append(row)
+                        if len(rows) >= options.batch_size:
+                            yield f"{order}_{batch}", _table(rows)
+                            rows, batch = [], batch + 1
             except AnnotationFileError as e:
-                raise BadSampleError(path, None, 0, None, "invalid_json", str(e)) from None
-            for raw in records:
-                row = builder.row(raw, file_task, outcome)
-                if row is not None:
-                    rows.append(row)
-                    if len(rows) >= options.batch_size:
-                        yield f"{order}_{batch}", _table(rows)
-                        rows, batch = [], batch + 1
+                raise BadSampleError(path, None, outcome.report.read, None, "invalid_json", str(e)) from None
+            finally:
+                if items is not None:
+                    items.close()  # stops the reading thread at once when a bad sample ends the preparation
             if rows:
                 yield f"{order}_{batch}", _table(rows)
             outcome.close()

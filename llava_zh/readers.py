@@ -1,9 +1,14 @@
-"""Read raw records out of annotation files: JSON arrays, JSON Lines and parquet.
+"""Read raw records out of annotation files: JSON arrays, JSON Lines and parquet, in bounded memory.
 
 Each reader yields ``RawRecord(index, line, value, error)``: the position of the record in its file (0-based
 index, 1-based line where known), the parsed value, or, for text that is not valid JSON, ``error`` with
 the parser's message and ``value`` holding the raw text. A malformed record in the middle of a JSON array
 is reported and the reader goes on with the next one; nothing is dropped silently.
+
+Files are read in chunks: a JSON array is decoded element by element from a sliding window, so memory
+stays flat whatever the file's size. ``read_blocks`` is the fast way in used by the builder: it yields
+``RecordBlock``s, many records parsed at once by ``pyarrow.json`` into an Arrow table, and falls back to
+plain ``RawRecord``s (the exact per-record reading above) for any chunk Arrow cannot read the same way.
 
 Example:
     >>> [r.value["id"] for r in read_records("a.jsonl")]           # doctest: +SKIP
@@ -12,18 +17,29 @@ Example:
 
 from __future__ import annotations
 
+import codecs
+import functools
+import io
 import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 ANNOTATION_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".parquet")
 
+#: bytes read at a time; a chunk of JSON Lines becomes one ``RecordBlock``
+CHUNK_BYTES = 4 << 20
+
 _BOM = "\ufeff"
+_BOM_BYTES = codecs.BOM_UTF8
 _DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 _NEXT_RECORD = re.compile(r"\}\s*,\s*(?=\{)")
+# the end of a window that may be the start of a ``_NEXT_RECORD`` match completed by the next chunk
+_PARTIAL_NEXT = re.compile(r"\}\s*(?:,\s*)?\Z")
+# a decoding error this close to the end of the window may only mean that the element goes on
+_TAIL_MARGIN = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,102 +54,238 @@ class AnnotationFileError(ValueError):
     """A file that is not an annotation file at all (for example a JSON object instead of an array)."""
 
 
-def _read_text(path: str) -> str:
-    with open(path, "rb") as f:
-        data = f.read()
+def _undecodable(path: str, offset: int) -> AnnotationFileError:
+    return AnnotationFileError(f"{path}: expected UTF-8 text, got undecodable bytes at offset {offset}")
+
+
+# --- JSON Lines -----------------------------------------------------------------------------------
+
+def _jsonl_record(raw: bytes, lineno: int, index: int) -> Optional[RawRecord]:
+    """One line (with its ``\\n``) as the reader reports it; None for a blank line."""
     try:
-        text = data.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise AnnotationFileError(f"{path}: expected UTF-8 text, got undecodable bytes at offset {e.start}") from None
-    return text[1:] if text.startswith(_BOM) else text
+        return RawRecord(index, lineno, raw.decode("utf-8", "replace"), f"not UTF-8 at byte {e.start}")
+    if lineno == 1 and text.startswith(_BOM):
+        text = text[1:]
+    if not text.strip():
+        return None
+    text = text.rstrip("\r\n")  # so that an error at the end of the line gets that line's column
+    try:
+        return RawRecord(index, lineno, json.loads(text))
+    except json.JSONDecodeError as e:
+        return RawRecord(index, lineno, text, f"{e.msg} at column {e.colno}")
 
 
-def read_jsonl(path: str) -> Iterator[RawRecord]:
-    """One record per non-blank line; LF or CRLF; a BOM on the first line is ignored."""
-    index = 0
+def _jsonl_chunks(path: str, chunk_bytes: int) -> Iterator[bytes]:
+    """The file in pieces of about ``chunk_bytes`` that end at a line end (the last one may not)."""
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield RawRecord(index, lineno, raw.decode("utf-8", "replace"), f"not UTF-8 at byte {e.start}")
-                index += 1
-                continue
-            if lineno == 1 and text.startswith(_BOM):
-                text = text[1:]
-            if not text.strip():
-                continue
-            try:
-                yield RawRecord(index, lineno, json.loads(text))
-            except json.JSONDecodeError as e:
-                yield RawRecord(index, lineno, text.rstrip("\r\n"), f"{e.msg} at column {e.colno}")
+        while True:
+            data = f.read(chunk_bytes)
+            if not data:
+                return
+            if not data.endswith(b"\n"):
+                data += f.readline()
+            yield data
+
+
+def _chunk_lines(chunk: bytes) -> list[bytes]:
+    lines = chunk.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _jsonl_chunk_records(lines: list[bytes], ends_with_newline: bool, first_line: int, first_index: int) -> list[RawRecord]:
+    out = []
+    index = first_index
+    last = len(lines) - 1
+    for i, raw in enumerate(lines):
+        rec = _jsonl_record(raw + b"\n" if (i < last or ends_with_newline) else raw, first_line + i, index)
+        if rec is not None:
+            out.append(rec)
             index += 1
+    return out
 
 
-def read_json_array(path: str) -> Iterator[RawRecord]:
+def read_jsonl(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[RawRecord]:
+    """One record per non-blank line; LF or CRLF; a BOM on the first line is ignored."""
+    line, index = 1, 0
+    for data in _jsonl_chunks(path, chunk_bytes):
+        lines = _chunk_lines(data)
+        records = _jsonl_chunk_records(lines, data.endswith(b"\n"), line, index)
+        yield from records
+        line += len(lines)
+        index += len(records)
+
+
+# --- JSON arrays, streamed ------------------------------------------------------------------------
+
+class _Window:
+    """Decoded text of a file read chunk by chunk. ``text[0]`` sits on file line ``line0``, ``col0``
+    characters after the start of that line, so errors keep the file's own line and column."""
+
+    def __init__(self, f, path: str, chunk_bytes: int) -> None:
+        self.f, self.path, self.chunk_bytes = f, path, chunk_bytes
+        self.text = ""
+        self.eof = False
+        self.line0, self.col0 = 1, 0
+        self._pending = b""
+        self._offset = 0  # file offset of the first byte of ``_pending``
+        self._started = False
+
+    def fill(self) -> None:
+        """Append the next chunk (at least as much as the window holds, so big elements cost O(n))."""
+        if self.eof:
+            return
+        data = self.f.read(max(self.chunk_bytes, len(self.text)))
+        final = not data
+        raw = self._pending + data if self._pending else data
+        try:
+            text, used = codecs.utf_8_decode(raw, "strict", final)
+        except UnicodeDecodeError as e:
+            raise _undecodable(self.path, self._offset + e.start) from None
+        self._offset += used
+        self._pending = raw[used:]
+        if text and not self._started:
+            self._started = True
+            if text.startswith(_BOM):
+                text = text[1:]
+        self.text = self.text + text if self.text else text
+        self.eof = final
+
+    def drop(self, n: int) -> None:
+        """Forget ``text[:n]`` (already read), keeping line and column bookkeeping."""
+        newlines = self.text.count("\n", 0, n)
+        if newlines:
+            self.line0 += newlines
+            self.col0 = n - (self.text.rfind("\n", 0, n) + 1)
+        else:
+            self.col0 += n
+        self.text = self.text[n:]
+
+    def skip_ws(self, pos: int) -> int:
+        while True:
+            pos = _WS.match(self.text, pos).end()
+            if pos < len(self.text) or self.eof:
+                return pos
+            self.fill()
+
+    def decode(self, pos: int) -> tuple[Any, int]:
+        """``raw_decode`` at ``pos``, reading on while the element may only be cut by the window's end."""
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, pos)
+            except json.JSONDecodeError as e:
+                if not self.eof and (e.msg.startswith("Unterminated string") or e.pos >= len(self.text) - _TAIL_MARGIN):
+                    self.fill()
+                    continue
+                raise
+            if end >= len(self.text) and not self.eof:  # a number may go on in the next chunk
+                self.fill()
+                continue
+            return value, end
+
+    def resync(self, pos: int) -> Optional[int]:
+        """End of the next ``}, {`` at or after ``pos`` (where the next record starts), None if none."""
+        start = pos
+        while True:
+            found = _NEXT_RECORD.search(self.text, pos)
+            if found:
+                return found.end()
+            if self.eof:
+                return None
+            tail = self.text.rfind("}", pos)
+            pos = tail if tail >= 0 and _PARTIAL_NEXT.match(self.text, tail) else len(self.text)
+            pos = max(pos, start)
+            self.fill()
+
+    def where(self, e: json.JSONDecodeError) -> str:
+        newlines = self.text.count("\n", 0, e.pos)
+        line = self.line0 + newlines
+        column = e.colno if newlines else self.col0 + e.colno
+        return f"{e.msg} (line {line}, column {column})"
+
+
+def _json_array_items(path: str, chunk_bytes: int, keep_text: bool) -> Iterator[tuple[RawRecord, Optional[str]]]:
+    """The elements of a JSON array with, when ``keep_text``, the exact text of each good element."""
+    with open(path, "rb") as f:
+        w = _Window(f, path, chunk_bytes)
+        pos = w.skip_ws(0)
+        if pos >= len(w.text):
+            return
+        first = w.text[pos]
+        if first != "[":
+            kind = "a JSON object" if first == "{" else f"{first!r}"
+            raise AnnotationFileError(f"{path}: expected a JSON array of records (or JSON Lines), got {kind} at the start")
+        pos += 1
+        line = w.line0 + w.text.count("\n", 0, pos)
+        counted_to = pos
+        index = 0
+        while True:
+            pos = w.skip_ws(pos)
+            line += w.text.count("\n", counted_to, pos)
+            counted_to = pos
+            if pos > w.chunk_bytes:  # keep the window small: what is behind ``pos`` is done
+                w.drop(pos)
+                pos = counted_to = 0
+            if pos >= len(w.text):
+                yield RawRecord(index, line, "", "the array is truncated: expected ']' at the end of the file"), None
+                return
+            if w.text[pos] == "]":
+                return
+            start = pos
+            try:
+                value, pos = w.decode(pos)
+            except json.JSONDecodeError as e:
+                end = w.resync(start)
+                stop = end if end is not None else len(w.text)
+                snippet = w.text[start:stop].rstrip().rstrip(",")
+                yield RawRecord(index, line, snippet[:2000], w.where(e)), None
+                index += 1
+                if end is None:
+                    return
+                line += w.text.count("\n", counted_to, end)
+                counted_to = pos = end
+                continue
+            yield RawRecord(index, line, value), (w.text[start:pos] if keep_text else None)
+            index += 1
+            pos = w.skip_ws(pos)
+            if pos < len(w.text) and w.text[pos] == ",":
+                pos += 1
+            elif pos < len(w.text) and w.text[pos] == "]":
+                return
+            elif pos >= len(w.text):
+                line += w.text.count("\n", counted_to, pos)
+                yield RawRecord(index, line, "", "the array is truncated: expected ',' or ']' at the end of the file"), None
+                return
+            else:
+                line += w.text.count("\n", counted_to, pos)
+                counted_to = pos
+                end = w.resync(pos)
+                stop = end if end is not None else len(w.text)
+                got = w.text[pos]
+                yield RawRecord(index, line, w.text[pos:stop][:2000], f"expected ',' or ']' between records, got {got!r}"), None
+                index += 1
+                if end is None:
+                    return
+                line += w.text.count("\n", counted_to, end)
+                counted_to = pos = end
+
+
+def read_json_array(path: str, chunk_bytes: int = 1 << 20) -> Iterator[RawRecord]:
     """The elements of a top-level JSON array, one by one, with the line where each starts.
 
-    Elements are decoded one at a time so that a malformed one is reported with its line and the next
-    one is still read (the reader resynchronises on the next ``}, {``); a truncated file ends with one
-    ``invalid_json`` record for the unfinished element.
+    The file is read ``chunk_bytes`` at a time and elements are decoded from a sliding window, so memory
+    does not grow with the file. A malformed element is reported with its line and the next one is still
+    read (the reader resynchronises on the next ``}, {``); a truncated file ends with one ``invalid_json``
+    record for the unfinished element.
     """
-    text = _read_text(path)
-    pos = _WS.match(text, 0).end()
-    if pos >= len(text):
-        return
-    if text[pos] != "[":
-        kind = "a JSON object" if text[pos] == "{" else f"{text[pos]!r}"
-        raise AnnotationFileError(f"{path}: expected a JSON array of records (or JSON Lines), got {kind} at the start")
-    pos += 1
-    line = 1 + text.count("\n", 0, pos)
-    counted_to = pos
-    index = 0
-    while True:
-        pos = _WS.match(text, pos).end()
-        line += text.count("\n", counted_to, pos)
-        counted_to = pos
-        if pos >= len(text):
-            yield RawRecord(index, line, "", "the array is truncated: expected ']' at the end of the file")
-            return
-        if text[pos] == "]":
-            return
-        start = pos
-        try:
-            value, pos = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            resync = _NEXT_RECORD.search(text, start)
-            end = resync.end() if resync else len(text)
-            snippet = text[start:end].rstrip().rstrip(",")
-            yield RawRecord(index, line, snippet[:2000], f"{e.msg} (line {e.lineno}, column {e.colno})")
-            index += 1
-            if resync is None:
-                return
-            line += text.count("\n", counted_to, end)
-            counted_to = pos = end
-            continue
-        yield RawRecord(index, line, value)
-        index += 1
-        pos = _WS.match(text, pos).end()
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
-        elif pos < len(text) and text[pos] == "]":
-            return
-        elif pos >= len(text):
-            line += text.count("\n", counted_to, pos)
-            yield RawRecord(index, line, "", "the array is truncated: expected ',' or ']' at the end of the file")
-            return
-        else:
-            line += text.count("\n", counted_to, pos)
-            counted_to = pos
-            resync = _NEXT_RECORD.search(text, pos)
-            end = resync.end() if resync else len(text)
-            yield RawRecord(index, line, text[pos:end][:2000], f"expected ',' or ']' between records, got {text[pos]!r}")
-            index += 1
-            if resync is None:
-                return
-            line += text.count("\n", counted_to, end)
-            counted_to = pos = end
+    for record, _ in _json_array_items(path, chunk_bytes, keep_text=False):
+        yield record
 
+
+# --- parquet --------------------------------------------------------------------------------------
 
 def read_parquet(path: str, batch_size: int = 1000) -> Iterator[RawRecord]:
     """Rows of a parquet file as dicts (an image column keeps its ``{bytes, path}`` struct)."""
@@ -145,6 +297,195 @@ def read_parquet(path: str, batch_size: int = 1000) -> Iterator[RawRecord]:
             for row in batch.to_pylist():
                 yield RawRecord(index, None, row)
                 index += 1
+
+
+# --- Arrow blocks: many records parsed at once ----------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def input_schema():
+    """The columns a block always has, with the types a LLaVA record gives them; a record with a value of
+    another type there (a number for ``id``, a string for ``conversations``...) sends its whole chunk
+    down the per-record path, where the rules name what is wrong. Other fields are read as Arrow infers
+    them."""
+    import pyarrow as pa
+
+    turn = pa.struct([("from", pa.string()), ("value", pa.string())])
+    return pa.schema(
+        [("id", pa.string()), ("image", pa.string()), ("task", pa.string()), ("language", pa.string()),
+         ("source", pa.string()), ("conversations", pa.list_(turn))]
+    )
+
+
+@dataclass
+class RecordBlock:
+    """Consecutive records of one file parsed together into an Arrow table (one row per record).
+
+    ``raw(i)`` gives row ``i`` as the per-record reader would (index, line, value), for the few rows the
+    fast checks hand to the exact ones; ``mentions_null`` marks rows whose text holds a JSON ``null``
+    (Arrow cannot tell an absent field from a null one), None when no row does.
+    """
+
+    table: Any
+    raw: Callable[[int], RawRecord]
+    mentions_null: Optional[list[bool]] = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    def records(self) -> Iterator[RawRecord]:
+        for i in range(self.table.num_rows):
+            yield self.raw(i)
+
+
+def _has_floating(type_) -> bool:
+    import pyarrow.types as t
+
+    if t.is_floating(type_):
+        return True
+    return any(_has_floating(type_.field(i).type) for i in range(type_.num_fields))
+
+
+def _arrow_parse(payload: bytes, rows: int, newlines_in_values: bool):
+    """``payload`` as a table of exactly ``rows`` records, or None when Arrow and Python's ``json`` might
+    not read it the same way (a parse error, several objects on one line, bytes that are not UTF-8, or
+    Inf/-NaN, which only Arrow accepts)."""
+    import pyarrow as pa
+    import pyarrow.json as paj
+
+    parse = paj.ParseOptions(
+        explicit_schema=input_schema(), unexpected_field_behavior="infer", newlines_in_values=newlines_in_values
+    )
+    block_size = max(len(payload) // 4, 1 << 20)
+    while True:
+        try:
+            table = paj.read_json(io.BytesIO(payload), read_options=paj.ReadOptions(block_size=block_size), parse_options=parse)
+            break
+        except pa.ArrowInvalid as e:
+            if "straddl" in str(e) and block_size < len(payload):
+                block_size = len(payload) + 1
+                continue
+            return None
+    if table.num_rows != rows:
+        return None
+    try:
+        # Arrow does not check that strings are UTF-8; full validation does (and field names must decode)
+        table.validate(full=True)
+        floating = any(_has_floating(f.type) for f in table.schema)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if floating and (b"Inf" in payload or b"-NaN" in payload):
+        return None
+    return table
+
+
+_ASCII_SPACE = b" \t\r\x0b\x0c"
+_SPACE_CODES = list(_ASCII_SPACE)
+
+
+class _JsonlChunk:
+    """The lines of a chunk, located with numpy in one pass (no Python object per line).
+
+    ``starts``/``ends`` bound every line (without its ``\n``); ``rows`` are the lines that hold
+    something, the records of the chunk in order.
+    """
+
+    def __init__(self, chunk: bytes, first_line: int, first_index: int) -> None:
+        import numpy as np
+
+        self.chunk, self.first_line, self.first_index = chunk, first_line, first_index
+        self.newline_end = chunk.endswith(b"\n")
+        self._bytes = np.frombuffer(chunk, dtype=np.uint8)
+        newlines = np.flatnonzero(self._bytes == 10)
+        self.ends = newlines if self.newline_end else np.append(newlines, len(chunk))
+        self.starts = np.empty_like(self.ends)
+        self.starts[:1] = 0
+        self.starts[1:] = self.ends[:-1] + 1
+        self.num_lines = len(self.ends)
+        # a blank line is empty or opens with a space; only those few lines are looked at one by one
+        first = self._bytes[np.minimum(self.starts, max(len(chunk) - 1, 0))] if len(chunk) else self.starts
+        maybe = np.flatnonzero((self.ends == self.starts) | np.isin(first, _SPACE_CODES))
+        blank = [int(i) for i in maybe if not chunk[self.starts[i]:self.ends[i]].strip(_ASCII_SPACE)]
+        self.rows = np.delete(np.arange(self.num_lines), blank) if blank else np.arange(self.num_lines)
+        self.num_rows = len(self.rows)
+
+    def _line(self, n: int) -> bytes:
+        end = self.ends[n] + 1 if (n < self.num_lines - 1 or self.newline_end) else self.ends[n]
+        return self.chunk[self.starts[n]:end]
+
+    def raw(self, row: int) -> RawRecord:
+        n = int(self.rows[row])
+        return _jsonl_record(self._line(n), self.first_line + n, self.first_index + row) or RawRecord(
+            self.first_index + row, self.first_line + n, "", "blank line")  # pragma: no cover - rows are non-blank
+
+    def mentions_null(self) -> Optional[list[bool]]:
+        """Per row, whether its line holds ``null`` (None when no line does)."""
+        import numpy as np
+
+        b = self._bytes
+        at = np.flatnonzero(b[:-3] == ord("n"))
+        at = at[(b[at + 1] == ord("u")) & (b[at + 2] == ord("l")) & (b[at + 3] == ord("l"))]
+        if not len(at):
+            return None
+        lines = np.searchsorted(self.ends, at)  # the line each ``null`` sits on
+        marks = np.zeros(self.num_lines, dtype=bool)
+        marks[lines] = True
+        return marks[self.rows].tolist()
+
+    def records(self) -> list[RawRecord]:
+        return _jsonl_chunk_records(_chunk_lines(self.chunk), self.newline_end, self.first_line, self.first_index)
+
+
+def _jsonl_blocks(path: str, chunk_bytes: int) -> Iterator[Union[RecordBlock, RawRecord]]:
+    line, index, first = 1, 0, True
+    for data in _jsonl_chunks(path, chunk_bytes):
+        chunk = _JsonlChunk(data, line, index)
+        # Arrow skips a BOM at the start of its input; Python's json only at the start of the file
+        mid_file_bom = not first and data.startswith(_BOM_BYTES)
+        first = False
+        table = None
+        if chunk.num_rows and not mid_file_bom:
+            table = _arrow_parse(data, chunk.num_rows, newlines_in_values=False)
+        if table is None:
+            records = chunk.records()
+            yield from records
+            index += len(records)
+        else:
+            yield RecordBlock(table, chunk.raw, chunk.mentions_null())
+            index += chunk.num_rows
+        line += chunk.num_lines
+
+
+def _array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iterator[Union[RecordBlock, RawRecord]]:
+    pending: list[tuple[RawRecord, str]] = []
+
+    def flush() -> Iterator[Union[RecordBlock, RawRecord]]:
+        records = [r for r, _ in pending]
+        table = None
+        try:
+            payload = "\n".join(t for _, t in pending).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: Python reads them, Arrow cannot
+            payload = None
+        if payload is not None:
+            table = _arrow_parse(payload, len(pending), newlines_in_values=True)
+        if table is None:
+            yield from records
+        else:
+            marks = [("null" in t) for _, t in pending]
+            yield RecordBlock(table, records.__getitem__, marks if any(marks) else None)
+        pending.clear()
+
+    for record, text in _json_array_items(path, chunk_bytes, keep_text=True):
+        if text is None or not text.startswith("{"):
+            if pending:
+                yield from flush()
+            yield record
+            continue
+        pending.append((record, text))
+        if len(pending) >= rows_per_block:
+            yield from flush()
+    if pending:
+        yield from flush()
 
 
 def json_kind(path: str) -> str:
@@ -192,3 +533,24 @@ def reader_for(path: str) -> Callable[[str], Iterator[RawRecord]]:
 def read_records(path: str) -> Iterator[RawRecord]:
     """Raw records of any supported annotation file."""
     return reader_for(path)(path)
+
+
+def read_blocks(path: str, chunk_bytes: int = CHUNK_BYTES, rows_per_block: int = 2000) -> Iterator[Union[RecordBlock, RawRecord]]:
+    """The records of a file in order, as ``RecordBlock``s where Arrow reads a chunk exactly as Python's
+    ``json`` would, else as ``RawRecord``s. Parquet and unknown kinds come as ``RawRecord``s.
+
+    Example:
+        >>> for item in read_blocks("train.jsonl"):                      # doctest: +SKIP
+        ...     print(item.num_rows if isinstance(item, RecordBlock) else item.index)
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".jsonl":
+        return _jsonl_blocks(path, chunk_bytes)
+    if suffix == ".json":
+        kind = json_kind(path)
+        if kind == "object":
+            raise AnnotationFileError(f"{path}: expected a JSON array of records or JSON Lines, got a single JSON object")
+        if kind == "lines":
+            return _jsonl_blocks(path, chunk_bytes)
+        return _array_blocks(path, max(chunk_bytes // 4, 1 << 16), rows_per_block)
+    return read_records(path)
