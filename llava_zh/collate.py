@@ -71,6 +71,18 @@ def pad_sequences(sequences: Sequence[Any], value: int, *, padding_side: str = "
     return out
 
 
+def resolve_pad_token_id(processor_or_tokenizer: Any = None, pad_token_id: Optional[int] = None) -> int:
+    """The id to pad with: the one given, else the tokenizer's pad token, else its end-of-sequence token."""
+    if pad_token_id is None and processor_or_tokenizer is not None:
+        tokenizer = getattr(processor_or_tokenizer, "tokenizer", None) or processor_or_tokenizer
+        pad_token_id = getattr(tokenizer, "pad_token_id", None)
+        if pad_token_id is None:
+            pad_token_id = getattr(tokenizer, "eos_token_id", None)
+    if pad_token_id is None:
+        raise ValueError("no pad token id: pass pad_token_id=... or a tokenizer that has a pad or eos token")
+    return int(pad_token_id)
+
+
 class VLMCollator:
     """Collate encoded rows for a PyTorch ``DataLoader`` or a Trainer's ``data_collator``.
 
@@ -85,14 +97,7 @@ class VLMCollator:
                  padding_side: str = "right", pad_to_multiple_of: Optional[int] = None) -> None:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        if pad_token_id is None and processor_or_tokenizer is not None:
-            tokenizer = getattr(processor_or_tokenizer, "tokenizer", None) or processor_or_tokenizer
-            pad_token_id = getattr(tokenizer, "pad_token_id", None)
-            if pad_token_id is None:
-                pad_token_id = getattr(tokenizer, "eos_token_id", None)
-        if pad_token_id is None:
-            raise ValueError("no pad token id: pass pad_token_id=... or a tokenizer that has a pad or eos token")
-        self.pad_token_id = int(pad_token_id)
+        self.pad_token_id = resolve_pad_token_id(processor_or_tokenizer, pad_token_id)
         self.padding_side = padding_side
         self.pad_to_multiple_of = pad_to_multiple_of
 

@@ -40,6 +40,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .collate import resolve_pad_token_id
+
 IGNORE_INDEX = -100
 STRATEGIES = ("greedy", "first_fit")
 ON_TOO_LONG = ("raise", "drop")
@@ -503,14 +505,7 @@ class PackedCollator:
                  return_cu_seqlens: bool = False) -> None:
         if attention not in self.ATTENTION:
             raise ValueError(f"attention must be one of {list(self.ATTENTION)}, got {attention!r}")
-        if pad_token_id is None and processor_or_tokenizer is not None:
-            tokenizer = getattr(processor_or_tokenizer, "tokenizer", None) or processor_or_tokenizer
-            pad_token_id = getattr(tokenizer, "pad_token_id", None)
-            if pad_token_id is None:
-                pad_token_id = getattr(tokenizer, "eos_token_id", None)
-        if pad_token_id is None:
-            raise ValueError("no pad token id: pass pad_token_id=... or a tokenizer that has a pad or eos token")
-        self.pad_token_id = int(pad_token_id)
+        self.pad_token_id = resolve_pad_token_id(processor_or_tokenizer, pad_token_id)
         self.attention = attention
         self.mask_dtype = mask_dtype
         self.pad_to_multiple_of = pad_to_multiple_of
