@@ -103,7 +103,43 @@ def _answers_text(conversations: Sequence[dict]) -> str:
     return "\n".join(questions_answers(conversations)[1])
 
 
-class DuplicateImage(Rule):
+class ExactDuplicate(Rule):
+    """Base of the exact-duplicate rules: remember a key per kept sample and refuse a later repeat.
+
+    A subclass says what to compare by ``key(row)``: a ``(key, what)`` pair, or None when the sample has
+    nothing to compare (it passes). Only kept samples are remembered, so a duplicate always names a kept one.
+    """
+
+    def key(self, row: dict) -> Optional[tuple[bytes, str]]:
+        """``(key, what)``: the hashed value compared, and how a refusal names it (before "sample <id>")."""
+        raise NotImplementedError
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, tuple[int, Optional[str]]] = {}
+        self._pending: Optional[tuple[int, bytes]] = None
+
+    def reset(self) -> None:
+        self._seen.clear()
+        self._pending = None
+
+    def check(self, row: dict, index: int) -> Optional[Verdict]:
+        self._pending = None
+        found = self.key(row)
+        if found is None:
+            return None
+        key, what = found
+        first = self._seen.get(key)
+        if first is not None:
+            return Verdict(f"{what} sample {first[1]!r}", first[0], first[1])
+        self._pending = (index, key)
+        return None
+
+    def keep(self, row: dict, index: int) -> None:
+        if self._pending is not None and self._pending[0] == index:
+            self._seen[self._pending[1]] = (index, row.get("id"))
+
+
+class DuplicateImage(ExactDuplicate):
     """Remove samples whose image bytes are identical to an earlier kept sample's. Samples without an image pass.
 
     Identical bytes only: a re-encoded or resized copy of a picture is not caught.
@@ -112,32 +148,12 @@ class DuplicateImage(Rule):
     name = "duplicate_image"
     columns = ("id", IMAGE_COLUMN)
 
-    def __init__(self) -> None:
-        self._seen: dict[bytes, tuple[int, Optional[str]]] = {}
-        self._pending: Optional[tuple[int, bytes]] = None
-
-    def reset(self) -> None:
-        self._seen.clear()
-        self._pending = None
-
-    def check(self, row: dict, index: int) -> Optional[Verdict]:
-        self._pending = None
+    def key(self, row: dict) -> Optional[tuple[bytes, str]]:
         data = image_bytes(row.get(IMAGE_COLUMN))
-        if data is None:
-            return None
-        key = digest(data)
-        first = self._seen.get(key)
-        if first is not None:
-            return Verdict(f"same image bytes ({len(data)} B) as sample {first[1]!r}", first[0], first[1])
-        self._pending = (index, key)
-        return None
-
-    def keep(self, row: dict, index: int) -> None:
-        if self._pending is not None and self._pending[0] == index:
-            self._seen[self._pending[1]] = (index, row.get("id"))
+        return None if data is None else (digest(data), f"same image bytes ({len(data)} B) as")
 
 
-class DuplicateAnswer(Rule):
+class DuplicateAnswer(ExactDuplicate):
     """Remove samples whose answers (assistant turns joined, ends stripped) equal an earlier kept sample's.
 
     Samples with no answer text pass (refused regenerations are the ``parse_status`` rule's business).
@@ -146,29 +162,9 @@ class DuplicateAnswer(Rule):
     name = "duplicate_answer"
     columns = ("id", "conversations")
 
-    def __init__(self) -> None:
-        self._seen: dict[bytes, tuple[int, Optional[str]]] = {}
-        self._pending: Optional[tuple[int, bytes]] = None
-
-    def reset(self) -> None:
-        self._seen.clear()
-        self._pending = None
-
-    def check(self, row: dict, index: int) -> Optional[Verdict]:
-        self._pending = None
+    def key(self, row: dict) -> Optional[tuple[bytes, str]]:
         text = _answers_text(row.get("conversations") or ()).strip()
-        if not text:
-            return None
-        key = digest(text)
-        first = self._seen.get(key)
-        if first is not None:
-            return Verdict(f"answers identical to sample {first[1]!r}", first[0], first[1])
-        self._pending = (index, key)
-        return None
-
-    def keep(self, row: dict, index: int) -> None:
-        if self._pending is not None and self._pending[0] == index:
-            self._seen[self._pending[1]] = (index, row.get("id"))
+        return (digest(text), "answers identical to") if text else None
 
 
 class NearDuplicateAnswer(Rule):
