@@ -435,6 +435,14 @@ def test_cli_mix_writes_parquet_and_prints_the_report(tmp_path, capsys):
     expected, _ = llava_zh.mix({"zh": zh, "en": en}, {"zh": 0.6, "en": 0.4}, by="tokens", total=40)
     assert back["id"] == expected["id"]
     assert json.loads((out / "mix_report.json").read_text())["by"] == "tokens"
+    code = main(["mix", "--source", f"zh={root}", "--source", f"en={tmp_path / 'detail_23k.json'}",
+                 "--weights", "zh=0.6,en=0.4", "--by", "tokens", "--total", "40", "--epoch", "1",
+                 "--out", str(tmp_path / "epoch1")])
+    assert code == 0
+    expected.set_epoch(1)
+    epoch1 = datasets.load_dataset(str(tmp_path / "epoch1"), split="train")
+    assert epoch1["id"] == expected["id"]  # the library's epoch-1 order
+    assert epoch1["id"] != back["id"] and len(epoch1) == len(back)  # a new order of the same size
 
 
 # ---------------------------------------------------------------------------------------------------- epochs

@@ -58,6 +58,8 @@ def register(sub, verb: str, help_: str) -> None:
     p.add_argument("--stopping-strategy", default="all_exhausted", choices=("all_exhausted", "first_exhausted"))
     p.add_argument("--total", type=int, default=None, help="exactly this many samples (sources repeat as needed)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epoch", type=int, default=0,
+                   help="write this epoch's order (mixed.set_epoch(N)); 0 is the mix's first order")
     p.add_argument("--task-aligned", nargs="?", const=True, default=False, metavar="NAME",
                    help="every source gets the task proportions of NAME (default: the Chinese source)")
     p.add_argument("--tokenizer", default=None, metavar="PATH_OR_ID",
@@ -109,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
             loaded, weights, by=args.by, stopping_strategy=args.stopping_strategy, seed=args.seed,
             task_aligned=args.task_aligned, total=args.total, tokenizer=tokenizer,
         )
+        if args.epoch:
+            mixed.set_epoch(args.epoch)
         files = write_mix(mixed, args.out, report, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
     except (ValueError, FileExistsError) as e:
         print(f"llava-zh mix: {e}", file=sys.stderr)
