@@ -973,7 +973,6 @@ def _map_style_plan(
     streams: Sequence[_Stream], costs: Sequence[np.ndarray], stopping_strategy: str, total: Optional[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(stream, k) of every sample of the mix, in order: the map-style twin of ``_run_schedule``."""
-    S = len(streams)
     for s, c in zip(streams, costs):
         if not len(c):
             raise ValueError(f"source {_stream_label(s)} has no samples to mix")
@@ -994,7 +993,6 @@ def _map_style_plan(
     order = np.lexsort((ids, np.concatenate(per_stream)))
     if total is not None:
         order = order[:total]
-    assert S == len(per_stream)
     return ids[order], ks[order]
 
 
