@@ -31,7 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
     from llava_zh import __version__
 
-    parser = argparse.ArgumentParser(prog="llava-zh", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="llava-zh",
+        description="Load, check, convert, mix, regenerate, publish and look at llava-instruct-zh-600k "
+        "(or any LLaVA-style data). Every verb has a Python twin in llava_zh.",
+    )
     parser.add_argument("--version", action="version", version=f"llava-zh {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     wanted = None
