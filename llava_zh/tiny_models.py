@@ -230,6 +230,23 @@ def _trained_tokenizer_json(family: str) -> str:
     return tok.to_str()
 
 
+def _qwen_tokenizer(backend, template: str, padding_side: str, *, model_max_length: int):
+    """A Qwen-style fast tokenizer (``<|im_end|>`` ends a turn, ``<|endoftext|>`` pads, no BOS) over ``backend``."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+        padding_side=padding_side,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
+        chat_template=template,
+    )
+
+
 def build_tokenizer(family: str = "qwen2_5_vl", *, padding_side: str = "left", generation_markers: bool = False):
     """A real ``tokenizers``-backed tokenizer for ``family``, trained offline on the built-in corpus.
 
@@ -252,17 +269,7 @@ def build_tokenizer(family: str = "qwen2_5_vl", *, padding_side: str = "left", g
     backend = Tokenizer.from_str(_trained_tokenizer_json(family))
     template = chat_template(family, generation_markers=generation_markers)
     if family == "qwen2_5_vl":
-        return PreTrainedTokenizerFast(
-            tokenizer_object=backend,
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            bos_token=None,
-            unk_token=None,
-            padding_side=padding_side,
-            model_max_length=32768,
-            clean_up_tokenization_spaces=False,
-            chat_template=template,
-        )
+        return _qwen_tokenizer(backend, template, padding_side, model_max_length=32768)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
@@ -923,7 +930,6 @@ def build_qwen2_tokenizer_from_ranks(
     """
     _require_transformers()
     from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
 
     if path is None:
         path = find_qwen_tiktoken()
@@ -936,17 +942,8 @@ def build_qwen2_tokenizer_from_ranks(
     if not path.is_file():
         raise FileNotFoundError(f"qwen.tiktoken ranks file not found: {path}")
     backend = Tokenizer.from_str(_qwen2_tokenizer_json(str(path.resolve()), path.stat().st_mtime))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        bos_token=None,
-        unk_token=None,
-        padding_side=padding_side,
-        model_max_length=131072,
-        clean_up_tokenization_spaces=False,
-        chat_template=chat_template("qwen2_5_vl", generation_markers=generation_markers),
-    )
+    template = chat_template("qwen2_5_vl", generation_markers=generation_markers)
+    return _qwen_tokenizer(backend, template, padding_side, model_max_length=131072)
 
 
 __all__ = [
