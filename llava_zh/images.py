@@ -24,7 +24,9 @@ import itertools
 import os
 import shutil
 import struct
+import sys
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Iterable, Optional, Protocol, Sequence, Union
@@ -354,7 +356,20 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def build_tar_index(path: str) -> MemberIndex:
-    """One pass over a plain tar: every file member's data offset and size."""
+    """One pass over a plain tar: every file member's data offset and size.
+
+    The 512-byte headers are parsed directly (about ten times faster than ``tarfile``, which builds a
+    ``TarInfo`` per member); an archive holding anything this reader does not handle (pax or GNU
+    long-name records, sparse files, a bad checksum, a size in base-256) is indexed by ``tarfile``.
+    """
+    found = _scan_tar_headers(path)
+    if found is None:
+        return _tarfile_index(path)
+    names, offsets, sizes = found
+    return MemberIndex(names, offsets, sizes, [0] * len(names))
+
+
+def _tarfile_index(path: str) -> MemberIndex:
     names, offsets, sizes = [], [], []
     with tarfile.open(path, mode="r:") as tar:
         for member in tar:
@@ -363,6 +378,68 @@ def build_tar_index(path: str) -> MemberIndex:
                 offsets.append(member.offset_data)
                 sizes.append(member.size)
     return MemberIndex(names, offsets, sizes, [0] * len(names))
+
+
+#: tar type flags of headers followed by ``size`` bytes of member data, and of those without data
+_TAR_FILE, _TAR_NO_DATA = (b"0", b"\0", b"7"), (b"1", b"2", b"3", b"4", b"5", b"6")
+_TAR_BLOCK = 512
+
+
+def _scan_tar_headers(path: str) -> Optional[tuple[list[str], list[int], list[int]]]:
+    """(names, data offsets, sizes) of the regular files of a plain ustar/GNU/v7 tar, read header by
+    header; None when a header needs ``tarfile`` (see ``build_tar_index``)."""
+    names: list[str] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    headers: list[bytes] = []
+    checksums: list[int] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = os.fstat(fd).st_size
+        pos = 0
+        zero = bytes(_TAR_BLOCK)
+        while pos + _TAR_BLOCK <= end:
+            header = os.pread(fd, _TAR_BLOCK, pos)
+            if header == zero:  # end-of-archive marker
+                break
+            kind = header[156:157]
+            if kind not in _TAR_FILE and kind not in _TAR_NO_DATA:
+                return None  # pax / GNU long name / sparse / vendor records
+            try:
+                size = int(header[124:136].rstrip(b"\0 ").decode("ascii") or "0", 8)
+                checksums.append(int(header[148:156].rstrip(b"\0 ").decode("ascii") or "0", 8))
+            except (UnicodeDecodeError, ValueError):
+                return None  # base-256 numbers or a damaged header
+            headers.append(header)
+            name = header[:100].split(b"\0", 1)[0]
+            if kind == b"\0" and name.endswith(b"/"):  # a v7 directory
+                kind = b"5"
+            if kind in _TAR_FILE:
+                prefix = header[345:500].split(b"\0", 1)[0]
+                if prefix:
+                    if not (header[257:262] == b"ustar" and header[263:265] == b"00"):
+                        return None  # not POSIX ustar: tarfile decides what those bytes mean
+                    name = prefix + b"/" + name
+                try:
+                    text = name.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None  # tarfile's own decoding rules apply
+                names.append(text)
+                offsets.append(pos + _TAR_BLOCK)
+                sizes.append(size)
+                pos += _TAR_BLOCK + -(-size // _TAR_BLOCK) * _TAR_BLOCK
+            else:
+                pos += _TAR_BLOCK
+    finally:
+        os.close(fd)
+    if headers:  # every checksum at once: the sum of the header's bytes, its checksum field read as spaces
+        import numpy as np
+
+        blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(len(headers), _TAR_BLOCK)
+        sums = blocks[:, :148].sum(axis=1, dtype=np.int64) + blocks[:, 156:].sum(axis=1, dtype=np.int64) + 8 * 32
+        if not np.array_equal(sums, np.asarray(checksums, dtype=np.int64)):
+            return None
+    return names, offsets, sizes
 
 
 class TarContainer:
@@ -432,14 +509,16 @@ class ImageBatch:
         self._view = memoryview(data)
 
     @classmethod
-    def read(cls, located: Sequence[Optional[Union[Span, bytes]]]) -> "ImageBatch":
+    def read(cls, located: Sequence[Optional[Union[Span, bytes]]], pool: Optional["BufferPool"] = None) -> "ImageBatch":
+        """Read every located image into one buffer (from ``pool`` when given, else newly allocated)."""
         import numpy as np
 
         sizes = np.array([(loc[2] if isinstance(loc, tuple) else len(loc)) if loc is not None else 0 for loc in located],
                          dtype=np.int64)
         offsets = np.zeros(len(located) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        data = np.empty(int(offsets[-1]), dtype=np.uint8)  # not zeroed: every byte is read into
+        # not zeroed: every byte is read into
+        data = pool.take(int(offsets[-1])) if pool is not None else np.empty(int(offsets[-1]), dtype=np.uint8)
         view = memoryview(data)
         found = np.array([loc is not None for loc in located], dtype=bool)
         for i, loc in enumerate(located):
@@ -485,6 +564,56 @@ class ImageBatch:
         return pa.array([bytes(self.get(i) or b"") for i in rows], type=pa.binary())
 
 
+class BufferPool:
+    """Big read buffers reused once nothing refers to them any more.
+
+    Why: a new multi-megabyte buffer is mapped fresh by the allocator, and every 4 KB page of it faults on
+    first touch; reading images into new buffers ran at a fifth of the speed of a plain read into a reused
+    one. A buffer is handed out again only when its reference count shows that no view, memoryview or
+    Arrow buffer made from it is alive (Arrow keeps the exporting array alive through the buffer protocol),
+    so tables a caller keeps (streaming, ``Dataset.from_generator``) are never overwritten: they simply
+    cost a fresh buffer. At most ``keep`` buffers are held; the pool is meant for one producing thread.
+
+    Example:
+        >>> pool = BufferPool()
+        >>> a = pool.take(10); a[:] = 1
+        >>> b = pool.take(10)          # a is still alive: another buffer
+        >>> b is not a and len(b) == 10
+        True
+    """
+
+    #: references to a free pooled buffer seen by ``sys.getrefcount``: the pool's list and the call's argument
+    _FREE_REFS = 2
+
+    def __init__(self, keep: int = 4, granule: int = 8 << 20) -> None:
+        self.keep, self.granule = keep, granule
+        self._buffers: list = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int):
+        """A ``uint8`` array of ``nbytes`` (contents undefined) backed by a free pooled buffer if any."""
+        import numpy as np
+
+        with self._lock:
+            buffers = self._buffers
+            for k in range(len(buffers)):  # no loop variable holding a buffer: it would count as a reference
+                if sys.getrefcount(buffers[k]) == self._FREE_REFS:
+                    if len(buffers[k]) < nbytes:  # too small: replace it by one that fits, rounded up
+                        buffers[k] = np.empty(self._rounded(nbytes), dtype=np.uint8)
+                    return buffers[k][:nbytes]
+            if len(self._buffers) < self.keep:
+                self._buffers.append(np.empty(self._rounded(nbytes), dtype=np.uint8))
+                return self._buffers[-1][:nbytes]
+        return np.empty(nbytes, dtype=np.uint8)
+
+    def _rounded(self, nbytes: int) -> int:
+        return max(self.granule, -(-nbytes // self.granule) * self.granule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._buffers.clear()
+
+
 def _read_into(fd: int, view: memoryview, offset: int) -> int:
     """``os.preadv`` into ``view`` (``os.pread`` and a copy where preadv is missing); bytes read."""
     if hasattr(os, "preadv"):
@@ -516,6 +645,7 @@ class ImageStore:
         self.index_dir = index_dir
         self._containers: Optional[list[Container]] = None
         self._combined: Optional[dict] = None
+        self.pool = BufferPool()
 
     @classmethod
     def from_paths(cls, paths: Sequence[str], index_dir: Optional[str] = None) -> "ImageStore":
@@ -571,7 +701,7 @@ class ImageStore:
         """The bytes of many images read straight into one buffer (one copy, no object per image);
         a name that is None or not found is missing from the batch."""
         locate = self.locate
-        return ImageBatch.read([locate(n) if n is not None else None for n in names])
+        return ImageBatch.read([locate(n) if n is not None else None for n in names], self.pool)
 
     def describe(self) -> str:
         return ", ".join(self.paths) if self.paths else "no image container"
@@ -581,12 +711,14 @@ class ImageStore:
             c.close()
         self._containers = None
         self._combined = None
+        self.pool.clear()
 
     def __getstate__(self):
         return {"paths": self.paths, "index_dir": self.index_dir, "_containers": None, "_combined": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.pool = BufferPool()
 
     def __enter__(self) -> "ImageStore":
         return self

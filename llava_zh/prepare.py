@@ -333,7 +333,7 @@ class BlockBuilder:
                 yield from self._slice(columns, fast_rows, paths, a, m, lo, mid, redo[redo < m], block, file_task, outcome)
                 yield from self._slice(columns, fast_rows, paths, m, b, mid, hi, redo[redo >= m], block, file_task, outcome)
                 return
-            batch = ImageBatch.read(located)
+            batch = ImageBatch.read(located, self.images.pool)
         todo = sorted([(int(fast_rows[k]), k) for k in range(lo, hi)] + [(int(i), -1) for i in redo])
         kept, rows, where = [], [], []
         for i, k in todo:
@@ -476,8 +476,9 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
     stop = threading.Event()
 
     def produce() -> None:
+        source = iter(items)
         try:
-            for item in items:
+            for item in source:
                 while not stop.is_set():
                     try:
                         box.put((item, None), timeout=0.1)
@@ -489,6 +490,10 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
             box.put((done, None))
         except BaseException as e:  # handed to the consumer
             box.put((done, e))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:  # a generator stopped early runs its own clean-up here, in its thread
+                close()
 
     worker = threading.Thread(target=produce, name="llava-zh-prefetch", daemon=True)
     worker.start()
@@ -523,7 +528,20 @@ def generate_tables(
     ``reader`` (default ``read_blocks``) gives a file's records in order, as ``RawRecord``s or as
     ``RecordBlock``s; both ways give the same rows, counts and refusals.
     """
-    read = reader or read_blocks
+    tables = _generate_tables(files, split, options, image_paths, index_dir, reports_dir, reader or read_blocks)
+    if not image_paths:
+        yield from tables
+        return
+    # With images, reading them (os.preadv) and writing the previous table (datasets' ArrowWriter) both
+    # release the GIL: a thread makes the tables while the consumer writes them.
+    items = prefetch(tables, depth=1)
+    try:
+        yield from items
+    finally:
+        items.close()
+
+
+def _generate_tables(files, split, options, image_paths, index_dir, reports_dir, read) -> Iterator[tuple[str, pa.Table]]:
     with ImageStore(image_paths, index_dir=index_dir) as images:
         builder = RowBuilder(options, images)
         blocks = BlockBuilder(options, images, builder)

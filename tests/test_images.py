@@ -1,7 +1,11 @@
-"""Image containers: folder, zip, tar, tar.gz; original bytes; COCO-style top-folder aliases; cached tar index."""
+"""Image containers: folder, zip, tar, tar.gz; original bytes; COCO-style top-folder aliases; cached tar index;
+the tar header scanner against tarfile; reused read buffers."""
 
+import io
 import os
+import tarfile
 
+import numpy as np
 import pytest
 
 from factories import jpeg_bytes, write_images
@@ -158,3 +162,95 @@ def test_image_batch_reads_many_images_into_one_buffer(tmp_path):
         assert whole.buffers()[2].address == pa.py_buffer(batch.data).address
         picked = batch.array([6, 0, 4])  # out of order: copied
         assert picked.to_pylist() == [data["4.jpg"], data["0.jpg"], data["2.jpg"]]
+
+
+def _tar_with(path, fmt, members):
+    """A tar in ``fmt`` holding ``members``: (name, bytes) for files, (name, "dir"|"symlink"|"hardlink")."""
+    with tarfile.open(path, "w", format=fmt) as t:
+        for name, what in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(what, bytes):
+                info.size = len(what)
+                t.addfile(info, io.BytesIO(what))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}[what]
+            info.linkname = "a.jpg" if what != "dir" else ""
+            t.addfile(info)
+    return path
+
+
+TAR_MEMBERS = [
+    ("a.jpg", b"\xff\xd8a"),
+    ("sub", "dir"),
+    ("sub/b.jpg", b"b" * 1000),
+    ("link.jpg", "symlink"),
+    ("hard.jpg", "hardlink"),
+    ("empty.jpg", b""),
+    ("图片/猫.jpg", b"cat"),
+    ("deep/" + "x" * 120 + "/c.jpg", b"c" * 513),  # over 100 bytes: ustar prefix, GNU or pax long name
+    ("exact.jpg", b"e" * 512),
+]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_index_agrees_with_tarfile(tmp_path, fmt):
+    """The header scanner gives tarfile's own names, offsets and sizes, or hands the archive to tarfile."""
+    path = str(_tar_with(tmp_path / "x.tar", fmt, TAR_MEMBERS))
+    fast, slow = images_module.build_tar_index(path), images_module._tarfile_index(path)
+    assert fast.names_list == slow.names_list
+    assert fast.offsets.tolist() == slow.offsets.tolist() and fast.sizes.tolist() == slow.sizes.tolist()
+    c = open_container(path)
+    for name, what in TAR_MEMBERS:
+        if isinstance(what, bytes):
+            assert c.get(name) == what
+    assert c.get("sub") is None and c.get("link.jpg") is None
+    c.close()
+
+
+def test_tar_scanner_reads_plain_ustar_itself_and_refuses_what_it_does_not_know(tmp_path):
+    plain = str(_tar_with(tmp_path / "plain.tar", tarfile.USTAR_FORMAT, TAR_MEMBERS))
+    names, offsets, sizes = images_module._scan_tar_headers(plain)
+    assert "deep/" + "x" * 120 + "/c.jpg" in names and "sub" not in names  # prefix joined, directory skipped
+    assert sizes[names.index("exact.jpg")] == 512
+    # pax records (a non-ASCII name in PAX format) and GNU long names go to tarfile
+    assert images_module._scan_tar_headers(str(_tar_with(tmp_path / "pax.tar", tarfile.PAX_FORMAT, TAR_MEMBERS))) is None
+    assert images_module._scan_tar_headers(str(_tar_with(tmp_path / "gnu.tar", tarfile.GNU_FORMAT, TAR_MEMBERS))) is None
+    # a damaged checksum: tarfile decides (and here refuses the archive, as it should)
+    raw = bytearray(open(plain, "rb").read())
+    raw[0] ^= 0x01  # the first member's name changes; its checksum no longer matches
+    damaged = tmp_path / "damaged.tar"
+    damaged.write_bytes(bytes(raw))
+    assert images_module._scan_tar_headers(str(damaged)) is None
+    with pytest.raises(tarfile.ReadError):
+        images_module.build_tar_index(str(damaged))
+
+
+def test_buffer_pool_reuses_a_buffer_only_when_nothing_refers_to_it():
+    import pyarrow as pa
+
+    pool = images_module.BufferPool(keep=2, granule=64)
+    a = pool.take(10)
+    b = pool.take(10)
+    assert not np.shares_memory(a, b)
+    arrow = pa.py_buffer(a)  # an Arrow buffer made from it keeps it alive
+    del a
+    c = pool.take(10)  # both pooled buffers are in use: a fresh one outside the pool
+    assert not np.shares_memory(c, np.frombuffer(arrow, dtype=np.uint8)) and not np.shares_memory(c, b)
+    del arrow
+    d = pool.take(20)
+    assert len(d) == 20 and len(pool._buffers) == 2
+    e = pool.take(100)  # bigger than any pooled buffer: the free one is replaced by one that fits
+    assert len(e) == 100 and not np.shares_memory(e, d) and not np.shares_memory(e, b)
+
+
+def test_tables_from_a_reused_buffer_keep_their_bytes(tmp_path):
+    """Tables kept by the caller (streaming, a list) are never overwritten by later batches."""
+    names = {f"{i}.jpg": bytes([i]) * (1000 + i) for i in range(30)}
+    path = write_images(tmp_path, names, "zip")
+    store = ImageStore([str(path)])
+    arrays = [store.fetch([f"{i}.jpg" for i in range(k, k + 10)]).array(range(10)) for k in (0, 10, 20)]
+    arrays += [store.fetch([f"{i}.jpg" for i in range(k, k + 10)]).array(range(10)) for k in (0, 10, 20)]
+    for n, arr in enumerate(arrays):
+        k = (n % 3) * 10
+        assert arr.to_pylist() == [names[f"{i}.jpg"] for i in range(k, k + 10)]
+    store.close()
