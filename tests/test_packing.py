@@ -68,9 +68,12 @@ def test_every_sample_lands_in_exactly_one_pack_within_max_length(lengths, max_l
         assert all(p and sum(lengths[i] for i in p) <= max_length for p in packs)
         assert all(p == sorted(p) for p in packs)
     assert [i for p in greedy for i in p] == list(range(len(lengths)))  # greedy keeps the dataset order
-    assert len(first_fit) <= len(greedy)
-    # first fit: no sample fits in an earlier pack than its own, at the time it was placed (longest first)
-    assert len(first_fit) >= -(-sum(lengths) // max_length)
+    # first fit (longest first) can need more packs than greedy on some inputs ([11, 15, 15, 25, 11, 14] in
+    # 50: 3 against 2), so the bounds that hold always: never fewer packs than the tokens need, and at most
+    # one pack half full or less (a sample that fit in it would have gone there)
+    total = sum(lengths)
+    assert -(-total // max_length) <= len(first_fit) <= 2 * total / max_length + 1
+    assert sum(1 for p in first_fit if 2 * sum(lengths[i] for i in p) <= max_length) <= 1
 
 
 def test_assign_errors():
