@@ -29,7 +29,10 @@ import tarfile
 import threading
 import zipfile
 from pathlib import Path
-from typing import Iterable, Optional, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Protocol, Sequence, Union
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz")
 INDEX_VERSION = 2
@@ -202,6 +205,7 @@ _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64 = struct.Struct("<4sQ2H2L4Q")
 _CENTRAL_SIZE = 46
 _LENGTHS = struct.Struct("<HHH")
+_LOCAL_LENGTHS = struct.Struct("<HH")
 
 
 def read_zip_index(path: str) -> MemberIndex:
@@ -221,16 +225,18 @@ def read_zip_index(path: str) -> MemberIndex:
         _, _, _, _, entries, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
         eocd_pos = file_size - tail_size + at
         end_of_cd = eocd_pos
-        if entries == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-            # zip64: the zip64 end record sits right before its locator, which sits right before ``at``
-            loc = at - _EOCD64_LOCATOR.size
-            if loc >= 0 and tail[loc:loc + 4] == b"PK\x06\x07":
+        # zip64: the zip64 end record sits right before its locator, which sits right before ``at``. It
+        # may be there even when the classic record's fields are not saturated (Python's zipfile writes
+        # one as soon as the central directory starts past 2 GiB), and it then sits between the central
+        # directory and ``at``: look for it always, as zipfile does.
+        loc = at - _EOCD64_LOCATOR.size
+        if loc >= 0 and tail[loc:loc + 4] == b"PK\x06\x07":
+            f.seek(eocd_pos - _EOCD64_LOCATOR.size - _EOCD64.size)
+            rec = f.read(_EOCD64.size)
+            if rec[:4] == b"PK\x06\x06":
                 end_of_cd = eocd_pos - _EOCD64_LOCATOR.size - _EOCD64.size
-                f.seek(end_of_cd)
-                rec = f.read(_EOCD64.size)
-                if rec[:4] == b"PK\x06\x06":
-                    fields = _EOCD64.unpack(rec)
-                    entries, cd_size, cd_offset = fields[7], fields[8], fields[9]
+                fields = _EOCD64.unpack(rec)
+                entries, cd_size, cd_offset = fields[7], fields[8], fields[9]
         concat = end_of_cd - cd_size - cd_offset  # bytes prepended to the archive (self-extracting zips)
         f.seek(cd_offset + concat)
         cd = f.read(cd_size)
@@ -302,6 +308,7 @@ class ZipContainer:
         self._index = _cached_index(self.path, index_dir, lambda: read_zip_index(self.path))
         self._zip: Optional[zipfile.ZipFile] = None
         self._fd = os.open(self.path, os.O_RDONLY)
+        self._data_offsets = None  # per member: data offset once its local header was read, -1 not yet, -2 zipfile
 
     def locate(self, name: str) -> Optional[Union[Span, bytes]]:
         row = self._index.find(name)
@@ -320,6 +327,39 @@ class ZipContainer:
         if self._zip is None:
             self._zip = zipfile.ZipFile(self.path)
         return self._zip.read(index.original(row))
+
+    def spans(self, rows) -> tuple[int, "np.ndarray", "np.ndarray", dict[int, bytes]]:
+        """Where the data of many members lie: ``(fd, offsets, sizes, inline)``, ``inline`` holding the
+        bytes of the members at those positions that must be decompressed. A stored member's data offset
+        comes from its local header, read once and remembered."""
+        import numpy as np
+
+        index = self._index
+        if self._data_offsets is None:
+            self._data_offsets = np.full(len(index.offsets), -1, dtype=np.int64)
+        data = self._data_offsets
+        todo = np.unique(rows[data[rows] == -1])
+        if len(todo):
+            kinds = index.kinds[todo]
+            direct = ((kinds & 0xFFFF) == zipfile.ZIP_STORED) & ((kinds >> 16) & 0x1 == 0)
+            data[todo[~direct]] = -2  # through zipfile
+            pread, fd, unpack = os.pread, self._fd, _LOCAL_LENGTHS.unpack_from
+            for row, offset in zip(todo[direct].tolist(), index.offsets[todo[direct]].tolist()):
+                header = pread(fd, 30, offset)
+                if header[:4] == b"PK\x03\x04":
+                    name_len, extra_len = unpack(header, 26)
+                    data[row] = offset + 30 + name_len + extra_len
+                else:
+                    data[row] = -2
+        offsets = data[rows]
+        sizes = index.sizes[rows].copy()
+        inline: dict[int, bytes] = {}
+        for k in np.flatnonzero(offsets < 0).tolist():
+            inline[k] = self.locate_row(int(rows[k]))  # bytes (tuple only if the header changed meanwhile)
+            if isinstance(inline[k], tuple):
+                inline[k] = os.pread(self._fd, inline[k][2], inline[k][1])
+            sizes[k] = len(inline[k])
+        return self._fd, offsets, sizes, inline
 
     def get(self, name: str) -> Optional[bytes]:
         found = self.locate(name)
@@ -472,6 +512,10 @@ class TarContainer:
     def locate_row(self, row: int) -> Span:
         return (self._fd, int(self._index.offsets[row]), int(self._index.sizes[row]))
 
+    def spans(self, rows) -> tuple[int, "np.ndarray", "np.ndarray", dict[int, bytes]]:
+        """``(fd, offsets, sizes, {})`` of many members (see ``ZipContainer.spans``)."""
+        return self._fd, self._index.offsets[rows], self._index.sizes[rows], {}
+
     def get(self, name: str) -> Optional[bytes]:
         found = self.locate(name)
         return os.pread(found[0], found[2], found[1]) if found else None
@@ -499,6 +543,48 @@ def open_container(path: str | os.PathLike, index_dir: Optional[str] = None) -> 
     raise ValueError(f"{path}: not an image container; expected a folder or one of {', '.join(ARCHIVE_SUFFIXES)}")
 
 
+class Located:
+    """Where the images of a batch lie, one entry per requested name: ``fds[i]``/``offsets[i]``/
+    ``sizes[i]`` for bytes to read straight from a file, ``inline[i]`` for bytes already decoded (a
+    deflated zip member, a file of a folder), neither when the image was not found."""
+
+    __slots__ = ("fds", "offsets", "sizes", "inline")
+
+    def __init__(self, n: int) -> None:
+        import numpy as np
+
+        self.fds = np.full(n, -1, dtype=np.int64)
+        self.offsets = np.zeros(n, dtype=np.int64)
+        self.sizes = np.zeros(n, dtype=np.int64)
+        self.inline: dict[int, bytes] = {}
+
+    @classmethod
+    def from_list(cls, located: Sequence[Optional[Union[Span, bytes]]]) -> "Located":
+        """From one ``Container.locate`` answer per image."""
+        out = cls(len(located))
+        for i, loc in enumerate(located):
+            if isinstance(loc, tuple):
+                out.fds[i], out.offsets[i], out.sizes[i] = loc
+            elif loc is not None:
+                out.inline[i] = loc
+                out.sizes[i] = len(loc)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.fds)
+
+    @property
+    def found(self):
+        found = self.fds >= 0
+        if self.inline:
+            found[list(self.inline)] = True
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.sizes.sum())
+
+
 class ImageBatch:
     """Images read into one contiguous buffer: image ``i`` is ``data[offsets[i]:offsets[i + 1]]``
     when ``found[i]``. ``array(rows)`` makes the Arrow ``binary`` column of some of them without
@@ -509,29 +595,31 @@ class ImageBatch:
         self._view = memoryview(data)
 
     @classmethod
-    def read(cls, located: Sequence[Optional[Union[Span, bytes]]], pool: Optional["BufferPool"] = None) -> "ImageBatch":
-        """Read every located image into one buffer (from ``pool`` when given, else newly allocated)."""
+    def read(cls, located: Union[Located, Sequence[Optional[Union[Span, bytes]]]], pool: Optional["BufferPool"] = None) -> "ImageBatch":
+        """Read every located image into one buffer (from ``pool`` when given, else newly allocated).
+
+        Images of the same file are read in file order, a run of neighbours with one ``os.preadv`` whose
+        buffers are the images' places in the batch (the bytes between them, headers and padding, go to a
+        scratch buffer): one system call for hundreds of images, and no copy but the kernel's.
+        """
         import numpy as np
 
-        sizes = np.array([(loc[2] if isinstance(loc, tuple) else len(loc)) if loc is not None else 0 for loc in located],
-                         dtype=np.int64)
-        offsets = np.zeros(len(located) + 1, dtype=np.int64)
+        if not isinstance(located, Located):
+            located = Located.from_list(located)
+        sizes = located.sizes
+        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
         # not zeroed: every byte is read into
         data = pool.take(int(offsets[-1])) if pool is not None else np.empty(int(offsets[-1]), dtype=np.uint8)
         view = memoryview(data)
-        found = np.array([loc is not None for loc in located], dtype=bool)
-        for i, loc in enumerate(located):
-            if loc is None:
-                continue
-            start, end = int(offsets[i]), int(offsets[i + 1])
-            if isinstance(loc, tuple):
-                fd, offset, size = loc
-                got = _read_into(fd, view[start:end], offset)
-                if got != size:  # the archive changed under us: treat as missing
-                    found[i] = False
-            else:
-                view[start:end] = loc
+        found = located.found
+        for i, raw in located.inline.items():
+            view[int(offsets[i]):int(offsets[i + 1])] = raw
+        direct = located.fds >= 0
+        for fd in np.unique(located.fds[direct]).tolist():
+            at = np.flatnonzero(located.fds == fd)
+            ok = _gather_read(fd, located.offsets[at], sizes[at], offsets[at], view)
+            found[at[~ok]] = False  # the archive changed under us: treat as missing
         return cls(data, offsets, found)
 
     def __len__(self) -> int:
@@ -612,6 +700,52 @@ class BufferPool:
     def clear(self) -> None:
         with self._lock:
             self._buffers.clear()
+
+
+#: bytes between two images (headers, padding) that still join them into one read: reading past them
+#: costs less than another system call
+_MAX_GAP = 64 << 10
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+def _gather_read(fd: int, file_offsets, sizes, places, view: memoryview):
+    """Read ``sizes[k]`` bytes at ``file_offsets[k]`` of ``fd`` into ``view[places[k]:]`` for every k;
+    True where the whole image was read."""
+    import numpy as np
+
+    ok = np.ones(len(sizes), dtype=bool)
+    if not hasattr(os, "preadv"):  # pragma: no cover - every POSIX system has it
+        for k in range(len(sizes)):
+            ok[k] = _read_into(fd, view[int(places[k]):int(places[k] + sizes[k])], int(file_offsets[k])) == sizes[k]
+        return ok
+    order = np.argsort(file_offsets, kind="stable")
+    starts, lengths, at = file_offsets[order], sizes[order], places[order]
+    ends = starts + lengths
+    gaps = np.empty(len(order), dtype=np.int64)
+    gaps[:-1] = starts[1:] - ends[:-1]
+    gaps[-1:] = -1
+    # a run ends at a gap too big to read through, or before an image that overlaps the previous one
+    # (the same member twice in a batch)
+    last = (gaps < 0) | (gaps > _MAX_GAP)
+    scratch = memoryview(bytearray(max(0, min(int(gaps.max(initial=0)), _MAX_GAP))))  # the bytes between images
+    starts_l, lengths_l, at_l, gaps_l, last_l = starts.tolist(), lengths.tolist(), at.tolist(), gaps.tolist(), last.tolist()
+    k, n, per_call = 0, len(order), _IOV_MAX // 2
+    while k < n:
+        first, buffers = k, []
+        while True:
+            buffers.append(view[at_l[k]:at_l[k] + lengths_l[k]])
+            if last_l[k] or k - first + 1 >= per_call:
+                break
+            if gaps_l[k]:
+                buffers.append(scratch[:gaps_l[k]])
+            k += 1
+        want = ends[k] - starts_l[first]
+        if os.preadv(fd, buffers, starts_l[first]) != want:  # short: find out image by image
+            for j in range(first, k + 1):
+                got = _read_into(fd, view[at_l[j]:at_l[j] + lengths_l[j]], starts_l[j])
+                ok[order[j]] = got == lengths_l[j]
+        k += 1
+    return ok
 
 
 def _read_into(fd: int, view: memoryview, offset: int) -> int:
@@ -697,11 +831,36 @@ class ImageStore:
                 return found
         return None
 
+    def locate_many(self, names: Sequence[Optional[str]]) -> Located:
+        """Where many images lie (``Located``); a name that is None or not found is left empty.
+        Over archives this is one dict access per name and array arithmetic per archive."""
+        import numpy as np
+
+        combined = self._lookup()
+        if combined is None:
+            return Located.from_list([self.locate(n) if n is not None else None for n in names])
+        present = [n for n in names if n is not None]
+        joined = "\0".join(present)
+        if "\\" in joined or "./" in joined:
+            names = [_clean(n) if n is not None else None for n in names]
+        get = combined.get
+        hits = np.array([-1 if n is None else get(n, -1) for n in names], dtype=np.int64)
+        located = Located(len(hits))
+        found = hits >= 0
+        containers = hits >> _ROW_BITS
+        for k in np.unique(containers[found]).tolist():
+            at = np.flatnonzero(found & (containers == k))
+            fd, offsets, sizes, inline = self._containers[k].spans(hits[at] & ((1 << _ROW_BITS) - 1))
+            located.fds[at], located.offsets[at], located.sizes[at] = fd, offsets, sizes
+            for j, raw in inline.items():
+                located.fds[at[j]] = -1
+                located.inline[int(at[j])] = raw
+        return located
+
     def fetch(self, names: Sequence[Optional[str]]) -> "ImageBatch":
         """The bytes of many images read straight into one buffer (one copy, no object per image);
         a name that is None or not found is missing from the batch."""
-        locate = self.locate
-        return ImageBatch.read([locate(n) if n is not None else None for n in names], self.pool)
+        return ImageBatch.read(self.locate_many(names), self.pool)
 
     def describe(self) -> str:
         return ", ".join(self.paths) if self.paths else "no image container"

@@ -26,7 +26,16 @@ from .report import LoadReport
 from .roles import to_llava_role
 from .schema import DATASET_NAME, DEFAULT_LANGUAGE, FEATURES, HUMAN, IMAGE_PLACEHOLDER, TASKS
 from .tasks import infer_task, task_from_filename, task_from_shape
-from .checks import PY_WHITESPACE, ROLE_LLAVA, Problem, TurnLayout, check_image_bytes, check_record, flag_table
+from .checks import (
+    PY_WHITESPACE,
+    ROLE_LLAVA,
+    Problem,
+    TurnLayout,
+    check_image_bytes,
+    check_record,
+    flag_table,
+    images_known_good,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -323,19 +332,25 @@ class BlockBuilder:
         array holds under 2 GiB, and memory stays bounded)."""
         import numpy as np
 
-        batch = None
+        batch = known_good = None
         if paths is not None:
-            located = [self.images.locate(p) if p is not None else None for p in paths[lo:hi]]
-            size = sum(loc[2] if isinstance(loc, tuple) else len(loc) for loc in located if loc is not None)
-            if size > MAX_BATCH_BYTES and b - a > 1:
+            located = self.images.locate_many(paths[lo:hi])
+            if located.nbytes > MAX_BATCH_BYTES and b - a > 1:
                 m = (a + b) // 2
                 mid = int(np.searchsorted(fast_rows, m))
                 yield from self._slice(columns, fast_rows, paths, a, m, lo, mid, redo[redo < m], block, file_task, outcome)
                 yield from self._slice(columns, fast_rows, paths, m, b, mid, hi, redo[redo >= m], block, file_task, outcome)
                 return
             batch = ImageBatch.read(located, self.images.pool)
-        todo = sorted([(int(fast_rows[k]), k) for k in range(lo, hi)] + [(int(i), -1) for i in redo])
-        kept, rows, where = [], [], []
+            known_good = images_known_good(batch.data, batch.offsets, batch.found)
+            no_image = np.array([p is None for p in paths[lo:hi]], dtype=bool)
+            known_good |= no_image
+        rows, where = [], []
+        if not len(redo) and (known_good is None or known_good.all()):  # every row stands: no row-by-row look
+            kept, todo = list(range(lo, hi)), []
+        else:
+            kept = []
+            todo = sorted([(int(fast_rows[k]), k) for k in range(lo, hi)] + [(int(i), -1) for i in redo])
         for i, k in todo:
             if k < 0:
                 row = self.rows.row(block.raw(i), file_task, outcome)
@@ -344,7 +359,7 @@ class BlockBuilder:
                     where.append(i)
                 continue
             path = paths[k] if paths is not None else None
-            if path is not None:
+            if path is not None and not known_good[k - lo]:
                 data = batch.get(k - lo)
                 problem = (
                     Problem("missing_image", f"image {path!r} not found in {self.images.describe()}")

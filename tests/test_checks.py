@@ -1,6 +1,8 @@
 """Every validation rule, and the fast checks agreeing with the JSON Schema on schema rules."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from factories import jpeg_bytes, record
@@ -140,3 +142,85 @@ def test_progressive_jpeg_and_exif_are_read():
     Image.new("RGB", (50, 30), (9, 9, 9)).save(buf, format="JPEG", progressive=True, exif=exif.tobytes())
     assert _sniff_size(buf.getvalue()) == (50, 30)
     assert check_image_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF", "cut.jpg").rule == "undecodable_image"
+
+
+def _batch(images: list[bytes]):
+    import numpy as np
+
+    offsets = np.zeros(len(images) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in images], out=offsets[1:])
+    data = np.frombuffer(b"".join(images) + b"\0", dtype=np.uint8)[:-1] if images else np.zeros(0, np.uint8)
+    return data, offsets, np.ones(len(images), dtype=bool)
+
+
+def _jpeg_variants() -> list[bytes]:
+    import io as _io
+
+    plain = jpeg_bytes(37, 19)
+    buf = _io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010F] = "camera"
+    Image.new("RGB", (50, 30), (9, 9, 9)).save(buf, format="JPEG", progressive=True, exif=exif.tobytes())
+    progressive = buf.getvalue()
+    filled = plain[:2] + b"\xff" + plain[2:]  # a fill byte before a marker
+    return [plain, progressive, filled, jpeg_bytes(1, 1), jpeg_bytes(640, 480), jpeg_bytes(8, 8, fmt="PNG")]
+
+
+def _odd_jpegs() -> list[bytes]:
+    """Walks that end early or take the rare turns: the one-image reader finds no size in the first three."""
+    plain = jpeg_bytes(37, 19)
+    return [
+        plain[:2] + b"\xff\xda\x00\x04\x00\x00" + plain[2:],  # a scan before any frame header
+        plain[:2] + b"\xff\xd9" + plain[2:],  # the end of the image before it
+        plain[:2] + b"\xff\xe0\xff\xff" + plain[2:],  # a segment longer than the file
+        plain[:2] + b"\xff\xd0\xff\x01" + plain[2:],  # markers without a length
+        plain[:2] + b"\xff\xff\xff" + plain[2:],  # three fill bytes
+    ]
+
+
+def test_known_good_images_are_the_ones_the_exact_check_accepts(monkeypatch):
+    """The batch check proves plain JPEGs good at once, and proves nothing the exact check would refuse."""
+    from llava_zh.checks import _jpeg_size, _sniff_size, images_known_good, jpeg_sizes
+
+    variants = _jpeg_variants()
+    good = images_known_good(*_batch(variants))
+    assert good.tolist() == [True, True, True, True, True, False]  # PNG: left to the exact check
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 37 * 19)
+    good = images_known_good(*_batch(variants))
+    assert good.tolist() == [True, False, True, True, False, False]
+    assert all(_sniff_size(v) is not None for v in variants)
+    odd = _odd_jpegs()
+    width, height = jpeg_sizes(*_batch(odd))
+    assert [(w, h) if w else None for w, h in zip(width.tolist(), height.tolist())] == [_jpeg_size(o) for o in odd]
+    assert [_jpeg_size(o) for o in odd] == [None, None, None, (37, 19), (37, 19)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_known_good_never_disagrees_with_the_exact_check(data):
+    """Damaged and cut JPEGs: the batch walk finds the size the one-image reader finds, and whatever the
+    batch check proves good, check_image_bytes accepts."""
+    from llava_zh.checks import _jpeg_size, images_known_good, jpeg_sizes
+
+    base = data.draw(st.sampled_from(_jpeg_variants()[:5] + _odd_jpegs()))
+    image = bytearray(base)
+    for _ in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, min(len(image) - 1, 700)))
+        image[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(image)))
+    image = bytes(image[:cut]) if data.draw(st.booleans()) else bytes(image)
+    images = [image, base, b"", image[:3]]
+    limit = data.draw(st.sampled_from([None, 1, 37 * 19, 50 * 30 - 1, 10**6]))
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+    try:
+        width, height = jpeg_sizes(*_batch(images))
+        for one, w, h in zip(images, width.tolist(), height.tolist()):  # one walk, two ways
+            assert (_jpeg_size(one) if one[:3] == b"\xff\xd8\xff" else None) == ((w, h) if w else None)
+        good = images_known_good(*_batch(images))
+        for one, ok in zip(images, good.tolist()):
+            if ok:
+                size = _jpeg_size(one)
+                assert size is not None and (limit is None or size[0] * size[1] <= limit)
+                assert check_image_bytes(one, "x") is None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
