@@ -284,3 +284,35 @@ def test_validate_reports_without_keeping_a_copy(tmp_path, monkeypatch):
     assert not report.ok and report.refused == {"missing_image": 1} and report.read == 3
     assert report.examples == {"missing_image": ["conversation-0009"]}
     assert (tmp_path / "q.jsonl").exists()
+
+
+def _prepared_tables(tmp_path, root, container, **options):
+    files = sorted(str(p) for p in root.iterdir() if p.suffix == ".jsonl")
+    archive = next(p for p in root.iterdir() if p.name.startswith("images"))
+    return prepare.generate_tables(list(enumerate(files)), "train", prepare.PrepareOptions(**options), [str(archive)],
+                                   str(tmp_path / "index"), str(tmp_path / "reports"))
+
+
+@pytest.mark.parametrize("container", ["zip", "tar"])
+def test_tables_kept_by_the_caller_keep_their_image_bytes(tmp_path, container):
+    """Tables come from a reading thread that reuses its buffers; holding every table (as streaming users
+    and Dataset.from_generator do) must never let a later batch overwrite an earlier one."""
+    root, by_task, images = make_dataset(tmp_path, "jsonl", container, n_per_task=10)
+    tables = [table for _, table in _prepared_tables(tmp_path, root, container, batch_size=3)]
+    assert len(tables) >= 10  # more tables than the reading thread keeps buffers
+    got = {row["id"]: row["image"]["bytes"] for t in tables for row in t.to_pylist()}
+    assert got == {r["id"]: images[r["image"]] for recs in by_task.values() for r in recs}
+
+
+def test_stopping_early_stops_the_reading_thread(tmp_path):
+    import threading
+    import time
+
+    root, _, _ = make_dataset(tmp_path, "jsonl", "zip", n_per_task=10)
+    tables = _prepared_tables(tmp_path, root, "zip", batch_size=2)
+    next(tables)
+    tables.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "llava-zh-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "llava-zh-prefetch" for t in threading.enumerate())
