@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -222,7 +223,7 @@ def read_zip_index(path: str) -> MemberIndex:
         at = tail.rfind(b"PK\x05\x06")
         if at < 0:
             raise zipfile.BadZipFile(f"{path}: not a zip file (no end of central directory)")
-        _, _, _, _, entries, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
+        cd_size, cd_offset = _EOCD.unpack_from(tail, at)[5:7]
         eocd_pos = file_size - tail_size + at
         end_of_cd = eocd_pos
         # zip64: the zip64 end record sits right before its locator, which sits right before ``at``. It
@@ -236,7 +237,7 @@ def read_zip_index(path: str) -> MemberIndex:
             if rec[:4] == b"PK\x06\x06":
                 end_of_cd = eocd_pos - _EOCD64_LOCATOR.size - _EOCD64.size
                 fields = _EOCD64.unpack(rec)
-                entries, cd_size, cd_offset = fields[7], fields[8], fields[9]
+                cd_size, cd_offset = fields[8], fields[9]
         concat = end_of_cd - cd_size - cd_offset  # bytes prepended to the archive (self-extracting zips)
         f.seek(cd_offset + concat)
         cd = f.read(cd_size)
@@ -308,7 +309,8 @@ class ZipContainer:
         self._index = _cached_index(self.path, index_dir, lambda: read_zip_index(self.path))
         self._zip: Optional[zipfile.ZipFile] = None
         self._fd = os.open(self.path, os.O_RDONLY)
-        self._data_offsets = None  # per member: data offset once its local header was read, -1 not yet, -2 zipfile
+        self._extra_guess = 0  # length of the local headers' extra field, learnt (see ``spans``)
+        self._name_lengths = None
 
     def locate(self, name: str) -> Optional[Union[Span, bytes]]:
         row = self._index.find(name)
@@ -328,38 +330,54 @@ class ZipContainer:
             self._zip = zipfile.ZipFile(self.path)
         return self._zip.read(index.original(row))
 
-    def spans(self, rows) -> tuple[int, "np.ndarray", "np.ndarray", dict[int, bytes]]:
-        """Where the data of many members lie: ``(fd, offsets, sizes, inline)``, ``inline`` holding the
-        bytes of the members at those positions that must be decompressed. A stored member's data offset
-        comes from its local header, read once and remembered."""
+    def spans(self, rows) -> "Spans":
+        """Where the data of many members lie (``Spans``), with no read per member: a stored member's
+        data starts after its local header, whose length is its name's plus an extra field that one
+        writer makes the same for every member. That extra length is learnt from one real header per
+        call; ``heads`` tells ``ImageBatch.read`` to check every header as it reads the data (it reads
+        them in the same system call), and to read a member again where the guess was wrong."""
         import numpy as np
 
         index = self._index
-        if self._data_offsets is None:
-            self._data_offsets = np.full(len(index.offsets), -1, dtype=np.int64)
-        data = self._data_offsets
-        todo = np.unique(rows[data[rows] == -1])
-        if len(todo):
-            kinds = index.kinds[todo]
-            direct = ((kinds & 0xFFFF) == zipfile.ZIP_STORED) & ((kinds >> 16) & 0x1 == 0)
-            data[todo[~direct]] = -2  # through zipfile
-            pread, fd, unpack = os.pread, self._fd, _LOCAL_LENGTHS.unpack_from
-            for row, offset in zip(todo[direct].tolist(), index.offsets[todo[direct]].tolist()):
-                header = pread(fd, 30, offset)
-                if header[:4] == b"PK\x03\x04":
-                    name_len, extra_len = unpack(header, 26)
-                    data[row] = offset + 30 + name_len + extra_len
-                else:
-                    data[row] = -2
-        offsets = data[rows]
+        kinds = index.kinds[rows]
+        direct = ((kinds & 0xFFFF) == zipfile.ZIP_STORED) & ((kinds >> 16) & 0x1 == 0)
+        heads = np.where(direct, index.offsets[rows], -1)
+        offsets = np.full(len(rows), -1, dtype=np.int64)
         sizes = index.sizes[rows].copy()
+        if direct.any():
+            first = int(np.flatnonzero(direct)[0])
+            header = os.pread(self._fd, 30, int(heads[first]))
+            if header[:4] == b"PK\x03\x04":
+                name_len, extra_len = _LOCAL_LENGTHS.unpack_from(header, 26)
+                self._extra_guess = extra_len
+                offsets = np.where(direct, heads + 30 + self._name_bytes()[rows] + self._extra_guess, -1)
+            else:
+                heads[:] = -1
         inline: dict[int, bytes] = {}
-        for k in np.flatnonzero(offsets < 0).tolist():
-            inline[k] = self.locate_row(int(rows[k]))  # bytes (tuple only if the header changed meanwhile)
-            if isinstance(inline[k], tuple):
-                inline[k] = os.pread(self._fd, inline[k][2], inline[k][1])
+        for k in np.flatnonzero(offsets < 0).tolist():  # through zipfile (or a damaged header: its error)
+            found = self.locate_row(int(rows[k]))
+            inline[k] = found if not isinstance(found, tuple) else os.pread(self._fd, found[2], found[1])
             sizes[k] = len(inline[k])
-        return self._fd, offsets, sizes, inline
+            heads[k] = -1
+        return Spans(self._fd, offsets, sizes, inline, heads)
+
+    def _name_bytes(self):
+        """Per member, the length in bytes of its name as stored (UTF-8 or cp437, as read)."""
+        import numpy as np
+
+        if self._name_lengths is None:
+            index = self._index
+            names = [index.original(r) for r in range(len(index.offsets))]
+            joined = "\0".join(names)
+            if joined.isascii():
+                self._name_lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
+            else:
+                flags = index.kinds >> 16
+                self._name_lengths = np.array(
+                    [len(n.encode("utf-8" if f & 0x800 else "cp437", "replace")) for n, f in zip(names, flags.tolist())],
+                    dtype=np.int64,
+                )
+        return self._name_lengths
 
     def get(self, name: str) -> Optional[bytes]:
         found = self.locate(name)
@@ -512,9 +530,9 @@ class TarContainer:
     def locate_row(self, row: int) -> Span:
         return (self._fd, int(self._index.offsets[row]), int(self._index.sizes[row]))
 
-    def spans(self, rows) -> tuple[int, "np.ndarray", "np.ndarray", dict[int, bytes]]:
-        """``(fd, offsets, sizes, {})`` of many members (see ``ZipContainer.spans``)."""
-        return self._fd, self._index.offsets[rows], self._index.sizes[rows], {}
+    def spans(self, rows) -> "Spans":
+        """Where the data of many members lie (``Spans``), straight from the index."""
+        return Spans(self._fd, self._index.offsets[rows], self._index.sizes[rows], {}, None)
 
     def get(self, name: str) -> Optional[bytes]:
         found = self.locate(name)
@@ -543,12 +561,26 @@ def open_container(path: str | os.PathLike, index_dir: Optional[str] = None) -> 
     raise ValueError(f"{path}: not an image container; expected a folder or one of {', '.join(ARCHIVE_SUFFIXES)}")
 
 
+@dataclasses.dataclass
+class Spans:
+    """Where some members of one archive lie: data ``offsets`` and ``sizes`` in file ``fd``, ``inline``
+    bytes (by position) for members that had to be decoded, and, for zip members, ``heads``: the offset
+    of the local header that ``offsets`` was worked out from (-1 where none), to be checked on reading."""
+
+    fd: int
+    offsets: "np.ndarray"
+    sizes: "np.ndarray"
+    inline: dict[int, bytes]
+    heads: Optional["np.ndarray"]
+
+
 class Located:
     """Where the images of a batch lie, one entry per requested name: ``fds[i]``/``offsets[i]``/
     ``sizes[i]`` for bytes to read straight from a file, ``inline[i]`` for bytes already decoded (a
-    deflated zip member, a file of a folder), neither when the image was not found."""
+    deflated zip member, a file of a folder), neither when the image was not found; ``heads[i]``, where
+    not -1, is the zip local header ``offsets[i]`` was worked out from (see ``ZipContainer.spans``)."""
 
-    __slots__ = ("fds", "offsets", "sizes", "inline")
+    __slots__ = ("fds", "offsets", "sizes", "inline", "heads")
 
     def __init__(self, n: int) -> None:
         import numpy as np
@@ -557,6 +589,7 @@ class Located:
         self.offsets = np.zeros(n, dtype=np.int64)
         self.sizes = np.zeros(n, dtype=np.int64)
         self.inline: dict[int, bytes] = {}
+        self.heads = np.full(n, -1, dtype=np.int64)  # zip local header each offset was worked out from
 
     @classmethod
     def from_list(cls, located: Sequence[Optional[Union[Span, bytes]]]) -> "Located":
@@ -618,7 +651,8 @@ class ImageBatch:
         direct = located.fds >= 0
         for fd in np.unique(located.fds[direct]).tolist():
             at = np.flatnonzero(located.fds == fd)
-            ok = _gather_read(fd, located.offsets[at], sizes[at], offsets[at], view)
+            heads = located.heads[at]
+            ok = _gather_read(fd, located.offsets[at], sizes[at], offsets[at], view, heads if (heads >= 0).any() else None)
             found[at[~ok]] = False  # the archive changed under us: treat as missing
         return cls(data, offsets, found)
 
@@ -708,44 +742,81 @@ _MAX_GAP = 64 << 10
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
-def _gather_read(fd: int, file_offsets, sizes, places, view: memoryview):
+def _gather_read(fd: int, file_offsets, sizes, places, view: memoryview, heads=None):
     """Read ``sizes[k]`` bytes at ``file_offsets[k]`` of ``fd`` into ``view[places[k]:]`` for every k;
-    True where the whole image was read."""
+    True where the whole image was read.
+
+    Neighbours in the file are read by one ``os.preadv`` whose buffers are the images' places, the bytes
+    between them going to a scratch buffer. With ``heads`` (zip local header offsets, -1 for none), each
+    header is read in the same call and checked: where it does not lead to ``file_offsets[k]`` (the
+    offset was a guess), the image is read again from where the header says.
+    """
     import numpy as np
 
     ok = np.ones(len(sizes), dtype=bool)
-    if not hasattr(os, "preadv"):  # pragma: no cover - every POSIX system has it
-        for k in range(len(sizes)):
-            ok[k] = _read_into(fd, view[int(places[k]):int(places[k] + sizes[k])], int(file_offsets[k])) == sizes[k]
-        return ok
     order = np.argsort(file_offsets, kind="stable")
     starts, lengths, at = file_offsets[order], sizes[order], places[order]
     ends = starts + lengths
+    begins = starts if heads is None else np.where(heads[order] >= 0, heads[order], starts)  # where a read of k starts
     gaps = np.empty(len(order), dtype=np.int64)
-    gaps[:-1] = starts[1:] - ends[:-1]
+    gaps[:-1] = begins[1:] - ends[:-1]
     gaps[-1:] = -1
     # a run ends at a gap too big to read through, or before an image that overlaps the previous one
     # (the same member twice in a batch)
     last = (gaps < 0) | (gaps > _MAX_GAP)
-    scratch = memoryview(bytearray(max(0, min(int(gaps.max(initial=0)), _MAX_GAP))))  # the bytes between images
-    starts_l, lengths_l, at_l, gaps_l, last_l = starts.tolist(), lengths.tolist(), at.tolist(), gaps.tolist(), last.tolist()
-    k, n, per_call = 0, len(order), _IOV_MAX // 2
+    lead = (starts - begins).tolist()  # header bytes read before an image's data
+    scratch = memoryview(bytearray(sum(lead) + int(np.where(last, 0, gaps).sum())))
+    head_at = np.full(len(order), -1, dtype=np.int64)  # where each header landed in ``scratch``
+    begins_l, starts_l, lengths_l, at_l, gaps_l, last_l = (
+        begins.tolist(), starts.tolist(), lengths.tolist(), at.tolist(), gaps.tolist(), last.tolist())
+    k, n, per_call, cursor = 0, len(order), _IOV_MAX // 3, 0  # up to 3 buffers an image
     while k < n:
         first, buffers = k, []
         while True:
+            if lead[k]:
+                head_at[k] = cursor
+                buffers.append(scratch[cursor:cursor + lead[k]])
+                cursor += lead[k]
             buffers.append(view[at_l[k]:at_l[k] + lengths_l[k]])
             if last_l[k] or k - first + 1 >= per_call:
                 break
             if gaps_l[k]:
-                buffers.append(scratch[:gaps_l[k]])
+                buffers.append(scratch[cursor:cursor + gaps_l[k]])
+                cursor += gaps_l[k]
             k += 1
-        want = ends[k] - starts_l[first]
-        if os.preadv(fd, buffers, starts_l[first]) != want:  # short: find out image by image
+        want = ends[k] - begins_l[first]
+        if os.preadv(fd, buffers, begins_l[first]) != want:  # short: find out image by image
             for j in range(first, k + 1):
                 got = _read_into(fd, view[at_l[j]:at_l[j] + lengths_l[j]], starts_l[j])
                 ok[order[j]] = got == lengths_l[j]
+                head_at[j] = -1 if heads is None or heads[order[j]] < 0 else -2  # -2: check it again below
         k += 1
+    if heads is not None:
+        _check_zip_headers(fd, np.frombuffer(scratch, dtype=np.uint8), head_at, begins, starts, lengths, at, order, view, ok)
     return ok
+
+
+def _check_zip_headers(fd, scratch, head_at, begins, starts, lengths, at, order, view, ok) -> None:
+    """Every zip local header read along with the data must lead to the data offset that was guessed;
+    an image whose header says otherwise is read again from the right place (not found if it cannot be)."""
+    import numpy as np
+
+    checked = np.flatnonzero(head_at >= 0)
+    p = head_at[checked]
+    signature = (scratch[p] == 0x50) & (scratch[p + 1] == 0x4B) & (scratch[p + 2] == 3) & (scratch[p + 3] == 4)
+    name_len = scratch[p + 26].astype(np.int64) | (scratch[p + 27].astype(np.int64) << 8)
+    extra_len = scratch[p + 28].astype(np.int64) | (scratch[p + 29].astype(np.int64) << 8)
+    right = signature & (30 + name_len + extra_len == (starts - begins)[checked])
+    again = np.concatenate([checked[~right], np.flatnonzero(head_at == -2)])
+    for j in again.tolist():
+        header = os.pread(fd, 30, int(begins[j]))
+        if header[:4] != b"PK\x03\x04":
+            ok[order[j]] = False
+            continue
+        name_len, extra_len = _LOCAL_LENGTHS.unpack_from(header, 26)
+        size = int(lengths[j])
+        got = _read_into(fd, view[int(at[j]):int(at[j]) + size], int(begins[j]) + 30 + name_len + extra_len)
+        ok[order[j]] = got == size
 
 
 def _read_into(fd: int, view: memoryview, offset: int) -> int:
@@ -850,9 +921,11 @@ class ImageStore:
         containers = hits >> _ROW_BITS
         for k in np.unique(containers[found]).tolist():
             at = np.flatnonzero(found & (containers == k))
-            fd, offsets, sizes, inline = self._containers[k].spans(hits[at] & ((1 << _ROW_BITS) - 1))
-            located.fds[at], located.offsets[at], located.sizes[at] = fd, offsets, sizes
-            for j, raw in inline.items():
+            spans = self._containers[k].spans(hits[at] & ((1 << _ROW_BITS) - 1))
+            located.fds[at], located.offsets[at], located.sizes[at] = spans.fd, spans.offsets, spans.sizes
+            if spans.heads is not None:
+                located.heads[at] = spans.heads
+            for j, raw in spans.inline.items():
                 located.fds[at[j]] = -1
                 located.inline[int(at[j])] = raw
         return located

@@ -279,6 +279,7 @@ def test_tables_from_a_reused_buffer_keep_their_bytes(tmp_path):
 def test_fetch_reads_any_order_duplicates_and_missing_names(tmp_path, monkeypatch, kind, small_reads):
     """A batch read through runs of neighbours gives every image exactly as one-by-one reads do."""
     import random
+    import struct
     import zipfile
 
     if small_reads:  # runs cut short by the gap limit and by the number of buffers per call
@@ -287,9 +288,14 @@ def test_fetch_reads_any_order_duplicates_and_missing_names(tmp_path, monkeypatc
     rng = random.Random(7)
     names = {f"d{i // 10}/{i}.jpg": bytes([i % 256]) * rng.randrange(0, 3000) for i in range(60)}
     path = write_images(tmp_path, names, kind)
-    if kind == "zip":  # a deflated member among the stored ones
-        with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
-            z.writestr("deflated.jpg", b"z" * 5000)
+    if kind == "zip":  # members whose local headers differ in length, and a deflated member
+        path.unlink()
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+            for i, (name, data) in enumerate(names.items()):
+                info = zipfile.ZipInfo(name)
+                info.extra = struct.pack("<HH", 0xCAFE, 4 * (i % 3)) + b"\0" * (4 * (i % 3))
+                z.writestr(info, data)
+            z.writestr("deflated.jpg", b"z" * 5000, compress_type=zipfile.ZIP_DEFLATED)
         names["deflated.jpg"] = b"z" * 5000
     store = ImageStore([str(path)])
     wanted = list(names) * 2 + ["missing.jpg", None, "./d0/1.jpg"]
@@ -314,4 +320,18 @@ def test_fetch_marks_images_cut_off_by_a_shrunken_archive_missing(tmp_path):
     batch = store.fetch(list(names))
     assert [batch.get(i) is not None for i in range(10)] == [True] * 5 + [False] * 5
     assert all(bytes(batch.get(i)) == names[f"{i}.jpg"] for i in range(5))
+    store.close()
+
+
+def test_a_damaged_local_header_makes_that_image_missing_not_the_batch(tmp_path):
+    names = {f"{i}.jpg": bytes([i]) * 100 for i in range(5)}
+    path = write_images(tmp_path, names, "zip")
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"PK\x03\x04", 1)  # the second member's local header
+    raw[at:at + 4] = b"XXXX"
+    path.write_bytes(bytes(raw))
+    store = ImageStore([str(path)])
+    batch = store.fetch([f"{i}.jpg" for i in range(5)])
+    assert [batch.get(i) is not None for i in range(5)] == [True, False, True, True, True]
+    assert bytes(batch.get(4)) == names["4.jpg"]
     store.close()
