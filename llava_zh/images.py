@@ -29,6 +29,7 @@ import sys
 import tarfile
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Protocol, Sequence, Union
 
@@ -53,6 +54,10 @@ class Container(Protocol):
     def locate(self, name: str) -> Optional[Union[Span, bytes]]:
         """Where ``name``'s bytes lie in a file (``(fd, offset, size)``), its bytes when they must be
         decoded to be read (a deflated zip member), or None when it is not there."""
+        ...
+
+    def lists(self, name: str) -> bool:
+        """Whether ``name`` is there, even if its bytes cannot be read."""
         ...
 
     def names(self) -> Iterable[str]: ...
@@ -83,6 +88,9 @@ class FolderContainer:
 
     def locate(self, name: str) -> Optional[Union[Span, bytes]]:
         return self.get(name)  # one read per file either way
+
+    def lists(self, name: str) -> bool:
+        return (self.root / _clean(name)).is_file()
 
     def names(self) -> Iterable[str]:
         for p in self.root.rglob("*"):
@@ -316,7 +324,12 @@ class ZipContainer:
         row = self._index.find(name)
         return self.locate_row(row) if row >= 0 else None
 
-    def locate_row(self, row: int) -> Union[Span, bytes]:
+    def lists(self, name: str) -> bool:
+        return self._index.find(name) >= 0
+
+    def locate_row(self, row: int) -> Optional[Union[Span, bytes]]:
+        """Where member ``row``'s data lie, its bytes when it must be decompressed, or None when the
+        archive lists it but cannot give it (a damaged header, a bad password, a broken stream)."""
         index = self._index
         kind = int(index.kinds[row])
         method, flags = kind & 0xFFFF, kind >> 16
@@ -326,9 +339,15 @@ class ZipContainer:
             if header[:4] == b"PK\x03\x04":
                 name_len, extra_len = struct.unpack("<HH", header[26:30])
                 return (self._fd, header_offset + 30 + name_len + extra_len, int(index.sizes[row]))
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.path)
-        return self._zip.read(index.original(row))
+        return self._decompressed(row)
+
+    def _decompressed(self, row: int) -> Optional[bytes]:
+        try:
+            if self._zip is None:
+                self._zip = zipfile.ZipFile(self.path)
+            return self._zip.read(self._index.original(row))
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, EOFError, OSError, NotImplementedError):
+            return None
 
     def spans(self, rows) -> "Spans":
         """Where the data of many members lie (``Spans``), with no read per member: a stored member's
@@ -345,20 +364,18 @@ class ZipContainer:
         offsets = np.full(len(rows), -1, dtype=np.int64)
         sizes = index.sizes[rows].copy()
         if direct.any():
-            first = int(np.flatnonzero(direct)[0])
-            header = os.pread(self._fd, 30, int(heads[first]))
-            if header[:4] == b"PK\x03\x04":
-                name_len, extra_len = _LOCAL_LENGTHS.unpack_from(header, 26)
-                self._extra_guess = extra_len
-                offsets = np.where(direct, heads + 30 + self._name_bytes()[rows] + self._extra_guess, -1)
-            else:
-                heads[:] = -1
+            for k in np.flatnonzero(direct)[:8].tolist():  # learn from the first sound header
+                header = os.pread(self._fd, 30, int(heads[k]))
+                if header[:4] == b"PK\x03\x04":
+                    self._extra_guess = int.from_bytes(header[28:30], "little")
+                    break
+            offsets = np.where(direct, heads + 30 + self._name_bytes()[rows] + self._extra_guess, -1)
         inline: dict[int, bytes] = {}
-        for k in np.flatnonzero(offsets < 0).tolist():  # through zipfile (or a damaged header: its error)
-            found = self.locate_row(int(rows[k]))
-            inline[k] = found if not isinstance(found, tuple) else os.pread(self._fd, found[2], found[1])
-            sizes[k] = len(inline[k])
-            heads[k] = -1
+        for k in np.flatnonzero(~direct).tolist():  # deflated or encrypted: through zipfile
+            data = self._decompressed(int(rows[k]))
+            sizes[k] = len(data) if data is not None else 0  # None: listed, but missing from the batch
+            if data is not None:
+                inline[k] = data
         return Spans(self._fd, offsets, sizes, inline, heads)
 
     def _name_bytes(self):
@@ -527,6 +544,9 @@ class TarContainer:
         row = self._index.find(name)
         return self.locate_row(row) if row >= 0 else None
 
+    def lists(self, name: str) -> bool:
+        return self._index.find(name) >= 0
+
     def locate_row(self, row: int) -> Span:
         return (self._fd, int(self._index.offsets[row]), int(self._index.sizes[row]))
 
@@ -580,7 +600,7 @@ class Located:
     deflated zip member, a file of a folder), neither when the image was not found; ``heads[i]``, where
     not -1, is the zip local header ``offsets[i]`` was worked out from (see ``ZipContainer.spans``)."""
 
-    __slots__ = ("fds", "offsets", "sizes", "inline", "heads")
+    __slots__ = ("fds", "offsets", "sizes", "inline", "heads", "listed")
 
     def __init__(self, n: int) -> None:
         import numpy as np
@@ -590,6 +610,7 @@ class Located:
         self.sizes = np.zeros(n, dtype=np.int64)
         self.inline: dict[int, bytes] = {}
         self.heads = np.full(n, -1, dtype=np.int64)  # zip local header each offset was worked out from
+        self.listed = np.zeros(n, dtype=bool)  # the name is in a container (its bytes may still fail to read)
 
     @classmethod
     def from_list(cls, located: Sequence[Optional[Union[Span, bytes]]]) -> "Located":
@@ -601,6 +622,7 @@ class Located:
             elif loc is not None:
                 out.inline[i] = loc
                 out.sizes[i] = len(loc)
+        out.listed = out.found
         return out
 
     def __len__(self) -> int:
@@ -840,9 +862,10 @@ _ROW_BITS = 40
 class ImageStore:
     """Several containers searched in order; opened lazily so the store can cross process boundaries.
 
-    When every container is an archive, one dict answers for all of them (built once, in the order of
-    the containers, so the first container holding a name still wins): a lookup is one dict access
-    however many shards there are.
+    The archives that open the list (a local folder's archives come before the folder itself) answer
+    through one dict (built once, in the order of the containers, so the first container holding a name
+    still wins): a lookup is one dict access however many shards there are. A name none of them has is
+    then looked for in the remaining containers, one by one, in order.
     """
 
     def __init__(self, paths: Sequence[str], index_dir: Optional[str] = None) -> None:
@@ -850,6 +873,7 @@ class ImageStore:
         self.index_dir = index_dir
         self._containers: Optional[list[Container]] = None
         self._combined: Optional[dict] = None
+        self._tail: list[Container] = []
         self.pool = BufferPool()
 
     @classmethod
@@ -862,15 +886,17 @@ class ImageStore:
             self._containers = [open_container(p, self.index_dir) for p in self.paths]
         return self._containers
 
-    def _lookup(self) -> Optional[dict]:
-        """name -> container << 40 | row over all archives, or None when a folder is among them."""
+    def _lookup(self) -> dict:
+        """name -> container << 40 | row over the archives that open the list of containers (those after
+        the first folder are searched one by one, with it, in ``self._tail``)."""
         if self._combined is None:
             containers = self.containers
-            if not all(isinstance(c, (ZipContainer, TarContainer)) for c in containers):
-                self._combined = {}
-                return None
+            lead = 0
+            while lead < len(containers) and isinstance(containers[lead], (ZipContainer, TarContainer)):
+                lead += 1
+            self._tail = containers[lead:]
             combined: dict = {}
-            for k in reversed(range(len(containers))):  # earlier containers overwrite later ones
+            for k in reversed(range(lead)):  # earlier containers overwrite later ones
                 index = containers[k]._index
                 base = k << _ROW_BITS
                 names = index.names_list
@@ -880,7 +906,7 @@ class ImageStore:
                     combined.update(zip([n[cut:] for n in names], rows))
                 combined.update(zip(names, rows))
             self._combined = combined
-        return self._combined or None
+        return self._combined
 
     def get(self, name: str) -> Optional[bytes]:
         found = self.locate(name)
@@ -890,17 +916,18 @@ class ImageStore:
         return found
 
     def locate(self, name: str) -> Optional[Union[Span, bytes]]:
-        combined = self._lookup()
-        if combined is not None:
-            hit = combined.get(_clean(name))
-            if hit is None:
-                return None
+        hit = self._lookup().get(_clean(name))
+        if hit is not None:
             return self._containers[hit >> _ROW_BITS].locate_row(hit & ((1 << _ROW_BITS) - 1))
-        for container in self.containers:
+        for container in self._tail:
             found = container.locate(name)
             if found is not None:
                 return found
         return None
+
+    def lists(self, name: str) -> bool:
+        """Whether some container has ``name``, readable or not."""
+        return self._lookup().get(_clean(name)) is not None or any(c.lists(name) for c in self._tail)
 
     def locate_many(self, names: Sequence[Optional[str]]) -> Located:
         """Where many images lie (``Located``); a name that is None or not found is left empty.
@@ -908,8 +935,6 @@ class ImageStore:
         import numpy as np
 
         combined = self._lookup()
-        if combined is None:
-            return Located.from_list([self.locate(n) if n is not None else None for n in names])
         present = [n for n in names if n is not None]
         joined = "\0".join(present)
         if "\\" in joined or "./" in joined:
@@ -922,12 +947,27 @@ class ImageStore:
         for k in np.unique(containers[found]).tolist():
             at = np.flatnonzero(found & (containers == k))
             spans = self._containers[k].spans(hits[at] & ((1 << _ROW_BITS) - 1))
-            located.fds[at], located.offsets[at], located.sizes[at] = spans.fd, spans.offsets, spans.sizes
+            located.listed[at] = True
+            located.fds[at] = np.where(spans.offsets >= 0, spans.fd, -1)  # -1: inline, or unreadable
+            located.offsets[at], located.sizes[at] = spans.offsets, spans.sizes
             if spans.heads is not None:
                 located.heads[at] = spans.heads
             for j, raw in spans.inline.items():
-                located.fds[at[j]] = -1
                 located.inline[int(at[j])] = raw
+        if self._tail:  # names no leading archive has: the other containers, one name at a time, in order
+            for i in np.flatnonzero(~found & np.array([n is not None for n in names], dtype=bool)).tolist():
+                for container in self._tail:
+                    loc = container.locate(names[i])
+                    if loc is None:
+                        continue
+                    located.listed[i] = True
+                    if isinstance(loc, tuple):
+                        located.fds[i], located.offsets[i], located.sizes[i] = loc
+                    else:
+                        located.inline[i], located.sizes[i] = loc, len(loc)
+                    break
+                else:
+                    located.listed[i] = any(c.lists(names[i]) for c in self._tail)
         return located
 
     def fetch(self, names: Sequence[Optional[str]]) -> "ImageBatch":
@@ -943,10 +983,11 @@ class ImageStore:
             c.close()
         self._containers = None
         self._combined = None
+        self._tail = []
         self.pool.clear()
 
     def __getstate__(self):
-        return {"paths": self.paths, "index_dir": self.index_dir, "_containers": None, "_combined": None}
+        return {"paths": self.paths, "index_dir": self.index_dir, "_containers": None, "_combined": None, "_tail": []}
 
     def __setstate__(self, state):
         self.__dict__.update(state)

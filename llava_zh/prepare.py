@@ -341,6 +341,7 @@ class BlockBuilder:
                 yield from self._slice(columns, fast_rows, paths, a, m, lo, mid, redo[redo < m], block, file_task, outcome)
                 yield from self._slice(columns, fast_rows, paths, m, b, mid, hi, redo[redo >= m], block, file_task, outcome)
                 return
+            listed = located.listed
             batch = ImageBatch.read(located, self.images.pool)
             known_good = images_known_good(batch.data, batch.offsets, batch.found)
             no_image = np.array([p is None for p in paths[lo:hi]], dtype=bool)
@@ -361,11 +362,13 @@ class BlockBuilder:
             path = paths[k] if paths is not None else None
             if path is not None and not known_good[k - lo]:
                 data = batch.get(k - lo)
-                problem = (
-                    Problem("missing_image", f"image {path!r} not found in {self.images.describe()}")
-                    if data is None
-                    else check_image_bytes(data, path)
-                )
+                if data is not None:
+                    problem = check_image_bytes(data, path)
+                elif listed[k - lo]:
+                    problem = Problem("missing_image", f"image {path!r} is listed in {self.images.describe()} but its "
+                                      "bytes could not be read (the archive is damaged or changed since it was indexed)")
+                else:
+                    problem = Problem("missing_image", f"image {path!r} not found in {self.images.describe()}")
                 if problem:
                     raw = block.raw(i)  # already counted as read
                     outcome.refuse(raw, _sample_id(raw.value), problem)

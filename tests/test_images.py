@@ -335,3 +335,18 @@ def test_a_damaged_local_header_makes_that_image_missing_not_the_batch(tmp_path)
     assert [batch.get(i) is not None for i in range(5)] == [True, False, True, True, True]
     assert bytes(batch.get(4)) == names["4.jpg"]
     store.close()
+
+
+def test_archives_then_folder_answer_a_batch_as_one_by_one_search_does(tmp_path):
+    """A local folder's layout: its archives first, then the folder for loose images."""
+    zipped = write_images(tmp_path / "z", {"a.jpg": b"zip-a", "b.jpg": b"zip-b"}, "zip")
+    folder = write_images(tmp_path / "f", {"b.jpg": b"folder-b", "c.jpg": b"folder-c"}, "folder")
+    for order in ([zipped, folder], [folder, zipped]):
+        store = ImageStore([str(p) for p in order])
+        names = ["a.jpg", "b.jpg", "c.jpg", "nope.jpg", None]
+        batch = store.fetch(names)
+        got = [bytes(batch.get(i)) if batch.get(i) is not None else None for i in range(len(names))]
+        assert got == [store.get(n) if n else None for n in names]
+        assert got[1] == (b"zip-b" if order[0] == zipped else b"folder-b")
+        assert store.locate_many(names).listed.tolist() == [True, True, True, False, False]
+        store.close()

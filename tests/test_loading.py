@@ -316,3 +316,18 @@ def test_stopping_early_stops_the_reading_thread(tmp_path):
     while any(t.name == "llava-zh-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(t.name == "llava-zh-prefetch" for t in threading.enumerate())
+
+
+def test_an_image_the_archive_lists_but_cannot_give_is_quarantined_with_the_reason(tmp_path):
+    root, by_task, images = make_dataset(tmp_path, "jsonl", "zip", n_per_task=2)
+    archive = root / "images.zip"
+    raw = bytearray(archive.read_bytes())
+    at = raw.find(b"PK\x03\x04", 1)  # the second member's local header
+    raw[at:at + 4] = b"XXXX"
+    archive.write_bytes(bytes(raw))
+    quarantine = tmp_path / "bad.jsonl"
+    ds = llava_zh.load_dataset(str(root), cache_dir=str(tmp_path / "c"), on_bad_sample="quarantine",
+                               quarantine_path=str(quarantine))
+    lines = [json.loads(line) for line in quarantine.read_text(encoding="utf-8").splitlines()]
+    assert len(ds) == 5 and len(lines) == 1
+    assert lines[0]["rule"] == "missing_image" and "could not be read" in lines[0]["message"]
