@@ -331,3 +331,19 @@ def test_an_image_the_archive_lists_but_cannot_give_is_quarantined_with_the_reas
     lines = [json.loads(line) for line in quarantine.read_text(encoding="utf-8").splitlines()]
     assert len(ds) == 5 and len(lines) == 1
     assert lines[0]["rule"] == "missing_image" and "could not be read" in lines[0]["message"]
+
+
+@pytest.mark.parametrize("container,rows", [("zip", 100), ("folder", 1000)])
+def test_record_batches_hold_100_rows_of_archived_images_and_1000_otherwise(tmp_path, container, rows):
+    import pyarrow as pa
+
+    from factories import image_bytes_for
+
+    recs = [record(i, "complex_reasoning") for i in range(1200)]  # one file: one table per 1,000 rows
+    root = tmp_path / "ds"
+    write_annotations(root, "complex_reasoning", recs, "jsonl")
+    write_images(root, image_bytes_for(recs), container)
+    ds = llava_zh.load_dataset(str(root), cache_dir=str(tmp_path / "c"))
+    with pa.memory_map(ds.cache_files[0]["filename"]) as source:
+        sizes = [b.num_rows for b in pa.ipc.open_stream(source)]
+    assert sum(sizes) == 1200 and max(sizes) == rows
