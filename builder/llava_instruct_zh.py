@@ -23,6 +23,7 @@ from typing import Optional
 
 import datasets
 
+from llava_zh.cache_writes import piecewise_local_writes
 from llava_zh.prepare import PrepareOptions, generate_tables
 from llava_zh.schema import DATASET_NAME, DEFAULT_LANGUAGE, FEATURES, TASKS
 
@@ -132,6 +133,11 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
         if not self.config.text_only and any(is_archive(p) for p in self.config.image_paths):
             return datasets.config.ARROW_RECORD_BATCH_SIZE_FOR_IMAGE_DATASETS
         return self.TEXT_WRITER_BATCH_SIZE
+
+    def _prepare_split_single(self, *args, **kwargs):
+        # the cache file is written in pieces of 1 MiB (see llava_zh.cache_writes for why and how)
+        with piecewise_local_writes():
+            yield from super()._prepare_split_single(*args, **kwargs)
 
     def _generate_tables(self, files, split):
         options = PrepareOptions(
