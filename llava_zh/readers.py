@@ -207,21 +207,41 @@ class _Window:
         return f"{e.msg} (line {line}, column {column})"
 
 
-def _json_array_items(path: str, chunk_bytes: int, keep_text: bool) -> Iterator[tuple[RawRecord, Optional[str]]]:
-    """The elements of a JSON array with, when ``keep_text``, the exact text of each good element."""
+@dataclass(frozen=True)
+class _ArrayPosition:
+    """A place between two elements of a file's top-level array: byte offset, line, column (characters
+    after the line's start) and the index of the next element."""
+
+    offset: int
+    line: int
+    column: int
+    index: int
+
+
+def _json_array_items(path: str, chunk_bytes: int, keep_text: bool,
+                      start: Optional[_ArrayPosition] = None) -> Iterator[tuple[RawRecord, Optional[str]]]:
+    """The elements of a JSON array with, when ``keep_text``, the exact text of each good element;
+    from ``start`` (inside the array, between elements) when given, else from the file's beginning."""
     with open(path, "rb") as f:
         w = _Window(f, path, chunk_bytes)
-        pos = w.skip_ws(0)
-        if pos >= len(w.text):
-            return
-        first = w.text[pos]
-        if first != "[":
-            kind = "a JSON object" if first == "{" else f"{first!r}"
-            raise AnnotationFileError(f"{path}: expected a JSON array of records (or JSON Lines), got {kind} at the start")
-        pos += 1
-        line = w.line0 + w.text.count("\n", 0, pos)
+        if start is None:
+            pos = w.skip_ws(0)
+            if pos >= len(w.text):
+                return
+            first = w.text[pos]
+            if first != "[":
+                kind = "a JSON object" if first == "{" else f"{first!r}"
+                raise AnnotationFileError(f"{path}: expected a JSON array of records (or JSON Lines), got {kind} at the start")
+            pos += 1
+            line = w.line0 + w.text.count("\n", 0, pos)
+            index = 0
+        else:
+            f.seek(start.offset)
+            w._offset, w._started = start.offset, True
+            w.line0, w.col0 = start.line, start.column
+            w.fill()
+            pos, line, index = 0, start.line, start.index
         counted_to = pos
-        index = 0
         while True:
             pos = w.skip_ws(pos)
             line += w.text.count("\n", counted_to, pos)
@@ -456,7 +476,10 @@ def _jsonl_blocks(path: str, chunk_bytes: int) -> Iterator[Union[RecordBlock, Ra
         line += chunk.num_lines
 
 
-def _array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iterator[Union[RecordBlock, RawRecord]]:
+def _array_blocks(path: str, chunk_bytes: int, rows_per_block: int,
+                  start: Optional[_ArrayPosition] = None) -> Iterator[Union[RecordBlock, RawRecord]]:
+    """Blocks of a JSON array's records from its decoded elements (one ``raw_decode`` each): the exact
+    path, which ``_fast_array_blocks`` hands over to at the first thing it does not read itself."""
     pending: list[tuple[RawRecord, str]] = []
 
     def flush() -> Iterator[Union[RecordBlock, RawRecord]]:
@@ -475,7 +498,7 @@ def _array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iterator[
             yield RecordBlock(table, records.__getitem__, marks if any(marks) else None)
         pending.clear()
 
-    for record, text in _json_array_items(path, chunk_bytes, keep_text=True):
+    for record, text in _json_array_items(path, chunk_bytes, keep_text=True, start=start):
         if text is None or not text.startswith("{"):
             if pending:
                 yield from flush()
@@ -486,6 +509,163 @@ def _array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iterator[
             yield from flush()
     if pending:
         yield from flush()
+
+
+def _table(values: bytes):
+    import numpy as np
+
+    table = np.zeros(256, dtype=bool)
+    table[list(values)] = True
+    return table
+
+
+_STRUCTURAL = _table(b"{}[],")
+_JSON_SPACE = _table(b" \t\n\r")
+
+
+def _array_separators(b) -> tuple[Any, int]:
+    """In bytes that start between two elements of the top-level array (outside any string, one level
+    deep), the positions of the commas that separate elements and of the ``]`` that closes the array
+    (-1 when not in ``b``). Found for all bytes at once: quotes not escaped by an odd run of
+    backslashes bound the strings, the brackets outside them give the depth."""
+    import numpy as np
+
+    quotes = np.flatnonzero(b == 0x22)
+    escaped = quotes[(quotes > 0) & (b[np.maximum(quotes - 1, 0)] == 0x5C)]
+    if len(escaped):  # rare: count each one's run of backslashes
+        drop = []
+        for q in escaped.tolist():
+            k = q - 1
+            while k >= 0 and b[k] == 0x5C:
+                k -= 1
+            if (q - 1 - k) % 2:
+                drop.append(q)
+        quotes = np.setdiff1d(quotes, np.asarray(drop, dtype=quotes.dtype), assume_unique=True)
+    marks = np.flatnonzero(_STRUCTURAL[b])
+    if len(quotes):
+        marks = marks[np.searchsorted(quotes, marks, side="right") % 2 == 0]  # outside strings
+    chars = b[marks]
+    step = (chars == 0x7B).astype(np.int64) + (chars == 0x5B) - (chars == 0x7D) - (chars == 0x5D)
+    depth = 1 + np.cumsum(step)  # after each mark
+    closed = np.flatnonzero(depth <= 0)
+    close = -1
+    if len(closed):
+        k = int(closed[0])
+        close = int(marks[k]) if chars[k] == 0x5D else -2  # -2: a '}' closing the array: not ours to read
+        marks, chars, depth = marks[:k], chars[:k], depth[:k]
+    return marks[(chars == 0x2C) & (depth == 1)], close
+
+
+def _advance(position: _ArrayPosition, passed: bytes, elements: int) -> _ArrayPosition:
+    """``position`` moved over the bytes ``passed`` (which end between elements) and ``elements``."""
+    newline = passed.rfind(b"\n")
+    if newline < 0:
+        column = position.column + len(passed.decode("utf-8", "replace"))
+    else:
+        column = len(passed[newline + 1:].decode("utf-8", "replace"))
+    return _ArrayPosition(position.offset + len(passed), position.line + passed.count(b"\n"), column,
+                          position.index + elements)
+
+
+def _fast_array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iterator[Union[RecordBlock, RawRecord]]:
+    """A JSON array's records in blocks, element boundaries found with numpy and each block parsed by
+    Arrow: no Python object per element (``RecordBlock.raw`` decodes one when asked). At the first
+    thing it does not read itself (an element that is not an object, a malformed or truncated one, text
+    Arrow and Python's json would read differently) it hands the rest of the file to ``_array_blocks``,
+    so records, lines and errors are always the exact path's."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        data = f.read(chunk_bytes)
+        at = len(_BOM_BYTES) if data.startswith(_BOM_BYTES) else 0
+        while at < len(data) and data[at] in b" \t\r\n":
+            at += 1
+        if at >= len(data) or data[at] != 0x5B:  # empty, not an array, or only spaces in the first chunk
+            yield from _array_blocks(path, chunk_bytes, rows_per_block)
+            return
+        at += 1
+        head = data[:at].decode("utf-8", "replace").lstrip(_BOM)
+        position = _ArrayPosition(at, 1 + head.count("\n"), len(head) - (head.rfind("\n") + 1), 0)
+        buf, eof = data[at:], False
+        while True:
+            b = np.frombuffer(buf, dtype=np.uint8)
+            seps, close = _array_separators(b)
+            if close == -2 or (close == -1 and eof):  # not closed by ']' / truncated: the exact path says what
+                yield from _array_blocks(path, chunk_bytes, rows_per_block, position)
+                return
+            ends = seps if close == -1 else np.append(seps, close)
+            starts = np.concatenate([[0], seps + 1])[: len(ends)]
+            if len(ends):
+                solid = np.flatnonzero(~_JSON_SPACE[b])
+                first = np.searchsorted(solid, starts)
+                last = np.searchsorted(solid, ends) - 1
+                if close >= 0 and first[-1] > last[-1]:  # nothing before ']': "[ ]" or a trailing comma
+                    ends, starts, first, last = ends[:-1], starts[:-1], first[:-1], last[:-1]
+                if len(solid):
+                    first_at = solid[np.minimum(first, len(solid) - 1)]
+                    last_at = solid[np.maximum(last, 0)]
+                    good = (first <= last) & (b[first_at] == 0x7B) & (b[last_at] == 0x7D)
+                else:
+                    good = np.zeros(len(ends), dtype=bool)
+                n = len(good) if good.all() else int(np.argmin(good))
+                newlines = np.flatnonzero(b == 0x0A)
+                nulls = np.flatnonzero((b[:-3] == 0x6E) & (b[1:-2] == 0x75) & (b[2:-1] == 0x6C) & (b[3:] == 0x6C))
+                for k in range(0, n, rows_per_block):
+                    j = min(k + rows_per_block, n)
+                    block = _fast_block(buf, first_at[k:j], last_at[k:j], seps, newlines, nulls,
+                                        position.line, position.index + k)
+                    if block is None:  # Arrow or UTF-8 would not read it as Python does: the exact path
+                        yield from _array_blocks(path, chunk_bytes, rows_per_block,
+                                                 _advance(position, buf[: int(starts[k])], k))
+                        return
+                    yield block
+                if n < len(ends):
+                    yield from _array_blocks(path, chunk_bytes, rows_per_block,
+                                             _advance(position, buf[: int(starts[n])], n))
+                    return
+                if close >= 0:
+                    return  # what follows the array is not read (as on the exact path)
+                cut = int(seps[-1]) + 1
+                position = _advance(position, buf[:cut], len(ends))
+                buf = buf[cut:]
+            more = f.read(max(chunk_bytes, len(buf)))
+            eof = not more
+            buf += more
+
+
+def _fast_block(buf: bytes, first_at, last_at, seps, newlines, nulls, line0: int, index0: int) -> Optional[RecordBlock]:
+    """Elements ``buf[first_at[i]:last_at[i] + 1]`` as one ``RecordBlock`` (``buf`` starts on line
+    ``line0``; the first element is record ``index0``), or None when Arrow would not read them exactly
+    as Python's json does (see ``_arrow_parse``) or they are not UTF-8."""
+    import numpy as np
+
+    lo, hi = int(first_at[0]), int(last_at[-1]) + 1
+    payload = bytearray(buf[lo:hi])
+    inner = seps[(seps > lo) & (seps < hi)] - lo
+    np.frombuffer(payload, dtype=np.uint8)[inner] = 0x0A  # the commas between elements become line ends
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    table = _arrow_parse(bytes(payload), len(first_at), newlines_in_values=True)
+    if table is None:
+        return None
+    lines = (line0 + np.searchsorted(newlines, first_at)).tolist()
+    starts, stops = first_at.tolist(), (last_at + 1).tolist()
+
+    def raw(i: int) -> RawRecord:
+        return RawRecord(index0 + i, lines[i], json.loads(buf[starts[i]:stops[i]].decode("utf-8")))
+
+    marks = None
+    near = nulls[(nulls >= lo) & (nulls < hi)]
+    if len(near):  # which elements hold a ``null`` (Arrow cannot tell it from an absent field)
+        owner = np.searchsorted(first_at, near, side="right") - 1
+        inside = near < last_at[owner]
+        if inside.any():
+            flags = np.zeros(len(first_at), dtype=bool)
+            flags[owner[inside]] = True
+            marks = flags.tolist()
+    return RecordBlock(table, raw, marks)
 
 
 def json_kind(path: str) -> str:
@@ -552,5 +732,5 @@ def read_blocks(path: str, chunk_bytes: int = CHUNK_BYTES, rows_per_block: int =
             raise AnnotationFileError(f"{path}: expected a JSON array of records or JSON Lines, got a single JSON object")
         if kind == "lines":
             return _jsonl_blocks(path, chunk_bytes)
-        return _array_blocks(path, max(chunk_bytes // 4, 1 << 16), rows_per_block)
+        return _fast_array_blocks(path, max(chunk_bytes // 4, 1 << 16), rows_per_block)
     return read_records(path)

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llava_zh.readers import AnnotationFileError, json_kind, read_records
 
@@ -255,3 +257,62 @@ def test_long_blank_line_and_two_objects_on_a_line_do_not_cancel_out(tmp_path):
     got = _as_tuples(_expand(read_blocks(path)))
     assert got == _as_tuples(read_records(path))
     assert got[0][3].startswith("Extra data") and got[1][:3] == (1, 3, {"id": "c"})
+
+
+# --- the fast JSON array path -----------------------------------------------------------------------
+
+FAST_CHUNKS = [1, 5, 17, 64, 1 << 20]
+
+
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+@pytest.mark.parametrize("chunk", FAST_CHUNKS)
+@pytest.mark.parametrize("rows", [1, 2, 1000])
+def test_fast_array_blocks_give_the_exact_readers_records(tmp_path, name, chunk, rows):
+    """Element boundaries found with numpy, blocks parsed by Arrow, and the hand-over to the exact path
+    at the first element it does not read: the records, lines and errors are always the exact path's."""
+    path = _write(tmp_path / "x.json", ARRAYS[name])
+    got = _as_tuples(_expand(readers._fast_array_blocks(path, chunk, rows)))
+    assert json.dumps(got) == json.dumps(_whole_file(path))
+
+
+def test_fast_array_blocks_read_plain_arrays_without_handing_over(tmp_path, monkeypatch):
+    tricky = ['a "q" [x], {y}', "}", "]", "},{", '\\', '\\"', 'x\\\\', '"]}', "[{", "中,"]
+    text = json.dumps([{"id": str(i), "s": tricky[i % len(tricky)], "z": None if i % 2 else 1} for i in range(50)],
+                      ensure_ascii=False, indent=1)
+    path = _write(tmp_path / "x.json", text)
+
+    def no_exact_path(*args, **kwargs):
+        raise AssertionError("handed over")
+
+    monkeypatch.setattr(readers, "_array_blocks", no_exact_path)
+    items = list(readers._fast_array_blocks(path, 100, 7))
+    assert all(isinstance(i, RecordBlock) for i in items) and sum(i.num_rows for i in items) == 50
+    assert [r.value for r in _expand(items)] == json.loads(text)
+    marks = [m for i in items for m in (i.mentions_null or [False] * i.num_rows)]
+    assert marks == [i % 2 == 1 for i in range(50)]
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list("ab中 \"\\[]{},:\n\t\u00e9\U0001f600")), max_size=12)
+_RECORD = st.fixed_dictionaries({"id": _TEXT}, optional={"v": st.one_of(_TEXT, st.integers(), st.none(),
+                                                                         st.lists(_TEXT, max_size=2))})
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=st.lists(st.one_of(_RECORD, _RECORD, _RECORD, st.integers(), _TEXT), max_size=8),
+       indent=st.sampled_from([None, 0, 2]), ascii_only=st.booleans(), data=st.data())
+def test_fast_array_blocks_agree_with_the_exact_reader_on_generated_files(tmp_path_factory, records, indent, ascii_only, data):
+    text = json.dumps(records, indent=indent, ensure_ascii=ascii_only)
+    cut = data.draw(st.sampled_from(["whole", "truncate", "delete", "insert"]))
+    if cut != "whole" and len(text) > 2:
+        at = data.draw(st.integers(1, len(text) - 1))
+        text = {"truncate": text[:at], "delete": text[:at] + text[at + 1:],
+                "insert": text[:at] + data.draw(st.sampled_from(['"', "\\\\", ",", "}", "{", "]", "x"])) + text[at:]}[cut]
+    path = _write(tmp_path_factory.mktemp("fast") / "x.json", text)
+    try:
+        expected = _whole_file(path)
+    except AnnotationFileError:
+        with pytest.raises(AnnotationFileError):
+            list(readers._fast_array_blocks(path, 16, 3))
+        return
+    chunk = data.draw(st.sampled_from([1, 7, 16, 1 << 20]))
+    assert json.dumps(_as_tuples(_expand(readers._fast_array_blocks(path, chunk, 3)))) == json.dumps(expected)
