@@ -523,11 +523,12 @@ _STRUCTURAL = _table(b"{}[],")
 _JSON_SPACE = _table(b" \t\n\r")
 
 
-def _array_separators(b) -> tuple[Any, int]:
+def _array_separators(b) -> tuple[Any, int, Any, Any]:
     """In bytes that start between two elements of the top-level array (outside any string, one level
-    deep), the positions of the commas that separate elements and of the ``]`` that closes the array
-    (-1 when not in ``b``). Found for all bytes at once: quotes not escaped by an odd run of
-    backslashes bound the strings, the brackets outside them give the depth."""
+    deep): the positions of the commas that separate elements, of the ``]`` that closes the array (-1
+    when not in ``b``, -2 when a ``}`` closes it), and of every bracket and comma outside strings before
+    that, with its byte. Found for all bytes at once: quotes not escaped by an odd run of backslashes
+    bound the strings, the brackets outside them give the depth."""
     import numpy as np
 
     quotes = np.flatnonzero(b == 0x22)
@@ -553,7 +554,7 @@ def _array_separators(b) -> tuple[Any, int]:
         k = int(closed[0])
         close = int(marks[k]) if chars[k] == 0x5D else -2  # -2: a '}' closing the array: not ours to read
         marks, chars, depth = marks[:k], chars[:k], depth[:k]
-    return marks[(chars == 0x2C) & (depth == 1)], close
+    return marks[(chars == 0x2C) & (depth == 1)], close, marks, chars
 
 
 def _advance(position: _ArrayPosition, passed: bytes, elements: int) -> _ArrayPosition:
@@ -589,24 +590,16 @@ def _fast_array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iter
         buf, eof = data[at:], False
         while True:
             b = np.frombuffer(buf, dtype=np.uint8)
-            seps, close = _array_separators(b)
+            seps, close, marks, chars = _array_separators(b)
             if close == -2 or (close == -1 and eof):  # not closed by ']' / truncated: the exact path says what
                 yield from _array_blocks(path, chunk_bytes, rows_per_block, position)
                 return
             ends = seps if close == -1 else np.append(seps, close)
             starts = np.concatenate([[0], seps + 1])[: len(ends)]
             if len(ends):
-                solid = np.flatnonzero(~_JSON_SPACE[b])
-                first = np.searchsorted(solid, starts)
-                last = np.searchsorted(solid, ends) - 1
-                if close >= 0 and first[-1] > last[-1]:  # nothing before ']': "[ ]" or a trailing comma
-                    ends, starts, first, last = ends[:-1], starts[:-1], first[:-1], last[:-1]
-                if len(solid):
-                    first_at = solid[np.minimum(first, len(solid) - 1)]
-                    last_at = solid[np.maximum(last, 0)]
-                    good = (first <= last) & (b[first_at] == 0x7B) & (b[last_at] == 0x7D)
-                else:
-                    good = np.zeros(len(ends), dtype=bool)
+                if close >= 0 and _blank(b, int(starts[-1]), int(ends[-1])):  # "[ ]" or a trailing comma
+                    ends, starts = ends[:-1], starts[:-1]
+                first_at, last_at, good = _object_bounds(b, starts, ends, marks, chars)
                 n = len(good) if good.all() else int(np.argmin(good))
                 newlines = np.flatnonzero(b == 0x0A)
                 nulls = np.flatnonzero((b[:-3] == 0x6E) & (b[1:-2] == 0x75) & (b[2:-1] == 0x6C) & (b[3:] == 0x6C))
@@ -633,6 +626,41 @@ def _fast_array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iter
             buf += more
 
 
+def _blank(b, start: int, end: int) -> bool:
+    return bool(_JSON_SPACE[b[start:end]].all())
+
+
+def _object_bounds(b, starts, ends, marks, chars):
+    """For each element region ``[starts[k], ends[k])``: where its ``{`` and its last ``}`` are, and
+    whether it is one object with nothing but spaces around it (its first bracket is a ``{``, its last a
+    ``}``, and the bytes outside them are spaces)."""
+    import numpy as np
+
+    if not len(starts):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=bool)
+    lo = np.searchsorted(marks, starts)
+    hi = np.searchsorted(marks, ends) - 1
+    inside = lo <= hi
+    lo_c, hi_c = np.minimum(lo, max(len(marks) - 1, 0)), np.maximum(hi, 0)
+    if not len(marks):
+        return starts, ends, np.zeros(len(starts), dtype=bool)
+    first_at, last_at = marks[lo_c], marks[hi_c]
+    good = inside & (chars[lo_c] == 0x7B) & (chars[hi_c] == 0x7D)
+    # the bytes before the '{' and after the '}' of each element: spaces only (a few bytes each)
+    gaps_from = np.concatenate([starts, last_at + 1])
+    gaps_len = np.maximum(np.concatenate([first_at - starts, ends - last_at - 1]), 0)
+    gaps_len[np.concatenate([~good, ~good])] = 0
+    if gaps_len.sum():
+        owner = np.repeat(np.arange(len(gaps_len)), gaps_len)
+        offsets = np.arange(int(gaps_len.sum())) - np.repeat(np.cumsum(gaps_len) - gaps_len, gaps_len)
+        spaces = _JSON_SPACE[b[np.repeat(gaps_from, gaps_len) + offsets]]
+        bad = np.zeros(len(gaps_len), dtype=bool)
+        bad[owner[~spaces]] = True
+        good &= ~(bad[: len(starts)] | bad[len(starts):])
+    return first_at, last_at, good
+
+
 def _fast_block(buf: bytes, first_at, last_at, seps, newlines, nulls, line0: int, index0: int) -> Optional[RecordBlock]:
     """Elements ``buf[first_at[i]:last_at[i] + 1]`` as one ``RecordBlock`` (``buf`` starts on line
     ``line0``; the first element is record ``index0``), or None when Arrow would not read them exactly
@@ -643,14 +671,13 @@ def _fast_block(buf: bytes, first_at, last_at, seps, newlines, nulls, line0: int
     payload = bytearray(buf[lo:hi])
     inner = seps[(seps > lo) & (seps < hi)] - lo
     np.frombuffer(payload, dtype=np.uint8)[inner] = 0x0A  # the commas between elements become line ends
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    table = _arrow_parse(bytes(payload), len(first_at), newlines_in_values=True)
+    # (bytes that are not UTF-8 fail Arrow's full validation in _arrow_parse: the exact path then names them)
+    lines = np.searchsorted(newlines, first_at)
+    multiline = bool((np.searchsorted(newlines, last_at) > lines).any())  # pretty-printed elements
+    table = _arrow_parse(bytes(payload), len(first_at), newlines_in_values=multiline)
     if table is None:
         return None
-    lines = (line0 + np.searchsorted(newlines, first_at)).tolist()
+    lines = (line0 + lines).tolist()
     starts, stops = first_at.tolist(), (last_at + 1).tolist()
 
     def raw(i: int) -> RawRecord:
