@@ -249,16 +249,18 @@ def read_zip_index(path: str) -> MemberIndex:
         concat = end_of_cd - cd_size - cd_offset  # bytes prepended to the archive (self-extracting zips)
         f.seek(cd_offset + concat)
         cd = f.read(cd_size)
-    positions = []
-    pos, lengths = 0, _LENGTHS.unpack_from
-    while pos + _CENTRAL_SIZE <= len(cd):
-        if cd[pos:pos + 4] != b"PK\x01\x02":
-            raise zipfile.BadZipFile(f"{path}: bad central directory entry at {cd_offset + pos}")
-        positions.append(pos)
-        name_len, extra_len, comment_len = lengths(cd, pos + 28)
-        pos += _CENTRAL_SIZE + name_len + extra_len + comment_len
     raw = np.frombuffer(cd, dtype=np.uint8)
-    entry = np.asarray(positions, dtype=np.int64)
+    entry = _central_entries(raw)
+    if entry is None:  # the signature also shows up inside some entry: walk the chain one entry at a time
+        positions = []
+        pos, lengths = 0, _LENGTHS.unpack_from
+        while pos + _CENTRAL_SIZE <= len(cd):
+            if cd[pos:pos + 4] != b"PK\x01\x02":
+                raise zipfile.BadZipFile(f"{path}: bad central directory entry at {cd_offset + pos}")
+            positions.append(pos)
+            name_len, extra_len, comment_len = lengths(cd, pos + 28)
+            pos += _CENTRAL_SIZE + name_len + extra_len + comment_len
+        entry = np.asarray(positions, dtype=np.int64)
 
     def u16(off):
         return raw[entry + off].astype(np.int64) | (raw[entry + off + 1].astype(np.int64) << 8)
@@ -283,6 +285,29 @@ def read_zip_index(path: str) -> MemberIndex:
     keep = np.flatnonzero(files)
     return MemberIndex([names[i] for i in keep.tolist()], (offset + concat)[keep], size[keep],
                        (method | (flags << 16))[keep], originals=[names[i] for i in keep.tolist()])
+
+
+def _central_entries(raw):
+    """Where the central directory's entries start, found at once: every ``PK\\1\\2`` signature, kept when
+    each entry's lengths lead exactly to the next one and the last ends the directory; None when they do
+    not (the signature also appears inside a name or field: the caller then walks the chain)."""
+    import numpy as np
+
+    n = len(raw)
+    if n < _CENTRAL_SIZE:
+        return np.zeros(0, dtype=np.int64) if n == 0 else None
+    hits = np.flatnonzero((raw[:-3] == 0x50) & (raw[1:-2] == 0x4B) & (raw[2:-1] == 1) & (raw[3:] == 2))
+    hits = hits[hits + _CENTRAL_SIZE <= n]
+    if not len(hits) or hits[0] != 0:
+        return None
+
+    def u16(off):
+        return raw[hits + off].astype(np.int64) | (raw[hits + off + 1].astype(np.int64) << 8)
+
+    following = hits + _CENTRAL_SIZE + u16(28) + u16(30) + u16(32)
+    if not (np.array_equal(following[:-1], hits[1:]) and following[-1] == n):
+        return None
+    return hits
 
 
 def _zip64_extra(extra: bytes, size: int, csize: int, offset: int) -> tuple[int, int, int]:

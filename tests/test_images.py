@@ -350,3 +350,35 @@ def test_archives_then_folder_answer_a_batch_as_one_by_one_search_does(tmp_path)
         assert got[1] == (b"zip-b" if order[0] == zipped else b"folder-b")
         assert store.locate_many(names).listed.tolist() == [True, True, True, False, False]
         store.close()
+
+
+def test_zip_index_when_the_entry_signature_also_appears_inside_an_entry(tmp_path):
+    """Entries are found at once by their signature; one hidden in an extra field or a comment is noticed
+    (the lengths no longer chain) and the directory is walked entry by entry instead."""
+    import struct
+    import zipfile
+
+    from llava_zh.images import _central_entries
+
+    path = tmp_path / "x.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("a.jpg", b"a")
+        info = zipfile.ZipInfo("b.jpg")
+        info.extra = struct.pack("<HH", 0xCAFE, 8) + b"PK\x01\x02" + b"\0" * 4
+        info.comment = b"PK\x01\x02 in a comment"
+        z.writestr(info, b"b")
+        z.writestr("c.jpg", b"c")
+    index = read_zip_index(str(path))
+    assert index.names_list == ["a.jpg", "b.jpg", "c.jpg"]
+    c = open_container(path)
+    assert [c.get(n) for n in ("a.jpg", "b.jpg", "c.jpg")] == [b"a", b"b", b"c"]
+    c.close()
+    plain = write_images(tmp_path / "plain", {f"{i}.jpg": b"x" for i in range(5)}, "zip")
+    with zipfile.ZipFile(plain) as z:
+        start = z.start_dir
+    raw = np.frombuffer(plain.read_bytes()[start:-22], dtype=np.uint8)
+    assert _central_entries(raw).tolist() == [k * (46 + 5) for k in range(5)]  # found at once
+    hidden = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    with zipfile.ZipFile(path) as z:
+        hidden = hidden[z.start_dir:len(hidden) - 22]
+    assert _central_entries(hidden) is None  # the walk then reads it
