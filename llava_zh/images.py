@@ -7,7 +7,9 @@ Archives are read through a compact member index (``MemberIndex``: zip from its 
 in one pass; both kept in the cache folder, so every process of a parallel preparation opens them in
 milliseconds) and ``os.pread``, with no ``zipfile``/``tarfile`` object per read; a compressed tar is
 decompressed once into the cache as a plain tar, since gzip has no random access. ``ImageStore.fetch``
-reads a whole batch of images straight into one buffer that becomes the Arrow ``binary`` column as is.
+reads a whole batch of images straight into one buffer that becomes the Arrow ``binary`` column as is:
+names located with array arithmetic (``locate_many``), neighbouring members read by one ``os.preadv``
+each run, into a buffer reused once no table holds it (``BufferPool``).
 
 Example:
     >>> store = ImageStore.from_paths(["images/", "more.zip"])          # doctest: +SKIP
