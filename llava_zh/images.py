@@ -788,7 +788,16 @@ class BufferPool:
 #: bytes between two images (headers, padding) that still join them into one read: reading past them
 #: costs less than another system call
 _MAX_GAP = 64 << 10
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+def _iov_max() -> int:
+    """Buffers one ``preadv`` may take (POSIX guarantees 16; Linux allows 1024)."""
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        limit = -1
+    return min(limit, 1024) if limit >= 16 else 16
+
+
+_IOV_MAX = _iov_max()
 
 
 def _gather_read(fd: int, file_offsets, sizes, places, view: memoryview, heads=None):
@@ -803,6 +812,22 @@ def _gather_read(fd: int, file_offsets, sizes, places, view: memoryview, heads=N
     import numpy as np
 
     ok = np.ones(len(sizes), dtype=bool)
+    if not hasattr(os, "preadv"):  # image by image (os.preadv is missing on a few systems)
+        for k in range(len(sizes)):
+            start, size = int(places[k]), int(sizes[k])
+            ok[k] = _read_into(fd, view[start:start + size], int(file_offsets[k])) == size
+        if heads is not None:  # the offsets were guesses: check each against its header the slow way
+            for k in np.flatnonzero(heads >= 0).tolist():
+                header = os.pread(fd, 30, int(heads[k]))
+                name_len, extra_len = _LOCAL_LENGTHS.unpack_from(header, 26) if len(header) == 30 else (-1, -1)
+                right = header[:4] == b"PK\x03\x04" and int(heads[k]) + 30 + name_len + extra_len == int(file_offsets[k])
+                if not right and header[:4] == b"PK\x03\x04":
+                    start, size = int(places[k]), int(sizes[k])
+                    got = _read_into(fd, view[start:start + size], int(heads[k]) + 30 + name_len + extra_len)
+                    ok[k] = got == size
+                elif not right:
+                    ok[k] = False
+        return ok
     order = np.argsort(file_offsets, kind="stable")
     starts, lengths, at = file_offsets[order], sizes[order], places[order]
     ends = starts + lengths
