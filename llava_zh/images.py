@@ -25,7 +25,6 @@ import hashlib
 import io
 import itertools
 import os
-import shutil
 import struct
 import sys
 import tarfile
@@ -471,6 +470,18 @@ def build_tar_index(path: str) -> MemberIndex:
     return MemberIndex(names, offsets, sizes, [0] * len(names))
 
 
+#: archives smaller than this are indexed or decompressed without a progress bar (it takes seconds at most)
+_BAR_FROM_BYTES = 1 << 30
+
+
+def _bytes_bar(total: int, desc: str):
+    """A tqdm bar in bytes for a one-time pass over a big archive (shown on a terminal only)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False,
+                disable=True if total < _BAR_FROM_BYTES else None)
+
+
 def _tarfile_index(path: str) -> MemberIndex:
     names, offsets, sizes = [], [], []
     with tarfile.open(path, mode="r:") as tar:
@@ -495,12 +506,15 @@ def _scan_tar_headers(path: str) -> Optional[tuple[list[str], list[int], list[in
     sizes: list[int] = []
     headers: list[bytes] = []
     checksums: list[int] = []
+    end = os.path.getsize(path)
+    bar = _bytes_bar(end, f"indexing {os.path.basename(path)}")
     fd = os.open(path, os.O_RDONLY)
     try:
-        end = os.fstat(fd).st_size
         pos = 0
         zero = bytes(_TAR_BLOCK)
         while pos + _TAR_BLOCK <= end:
+            if len(headers) % 4096 == 0:
+                bar.update(pos - bar.n)
             header = os.pread(fd, _TAR_BLOCK, pos)
             if header == zero:  # end-of-archive marker
                 break
@@ -534,6 +548,7 @@ def _scan_tar_headers(path: str) -> Optional[tuple[list[str], list[int], list[in
                 pos += _TAR_BLOCK
     finally:
         os.close(fd)
+        bar.close()
     if headers:  # every checksum at once: the sum of the header's bytes, its checksum field read as spaces
         import numpy as np
 
@@ -562,8 +577,14 @@ class TarContainer:
             raise ValueError(f"{self.path}: a compressed tar needs a cache folder to be read (index_dir)")
         if not os.path.exists(target):
             tmp = f"{target}.tmp.{os.getpid()}"
-            with gzip.open(self.path, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, length=8 << 20)
+            with open(self.path, "rb") as raw, gzip.GzipFile(fileobj=raw) as src, open(tmp, "wb") as dst, \
+                    _bytes_bar(os.fstat(raw.fileno()).st_size, f"decompressing {os.path.basename(self.path)}") as bar:
+                while True:
+                    block = src.read(8 << 20)
+                    if not block:
+                        break
+                    dst.write(block)
+                    bar.update(raw.tell() - bar.n)
             os.replace(tmp, target)
         return target
 
