@@ -66,6 +66,14 @@ class Container(Protocol):
     def close(self) -> None: ...
 
 
+def _bytes_of(found: Optional[Union[Span, bytes]]) -> Optional[bytes]:
+    """The bytes a ``locate`` answer stands for."""
+    if isinstance(found, tuple):
+        fd, offset, size = found
+        return os.pread(fd, size, offset)
+    return found
+
+
 def _clean(name: str) -> str:
     if "\\" in name:
         name = name.replace("\\", "/")
@@ -423,11 +431,7 @@ class ZipContainer:
         return self._name_lengths
 
     def get(self, name: str) -> Optional[bytes]:
-        found = self.locate(name)
-        if isinstance(found, tuple):
-            fd, offset, size = found
-            return os.pread(fd, size, offset)
-        return found
+        return _bytes_of(self.locate(name))
 
     def names(self) -> Iterable[str]:
         return list(self._index.rows)
@@ -603,8 +607,7 @@ class TarContainer:
         return Spans(self._fd, self._index.offsets[rows], self._index.sizes[rows], {}, None)
 
     def get(self, name: str) -> Optional[bytes]:
-        found = self.locate(name)
-        return os.pread(found[0], found[2], found[1]) if found else None
+        return _bytes_of(self.locate(name))
 
     def names(self) -> Iterable[str]:
         return list(self._index.rows)
@@ -833,22 +836,7 @@ def _gather_read(fd: int, file_offsets, sizes, places, view: memoryview, heads=N
     import numpy as np
 
     ok = np.ones(len(sizes), dtype=bool)
-    if not hasattr(os, "preadv"):  # image by image (os.preadv is missing on a few systems)
-        for k in range(len(sizes)):
-            start, size = int(places[k]), int(sizes[k])
-            ok[k] = _read_into(fd, view[start:start + size], int(file_offsets[k])) == size
-        if heads is not None:  # the offsets were guesses: check each against its header the slow way
-            for k in np.flatnonzero(heads >= 0).tolist():
-                header = os.pread(fd, 30, int(heads[k]))
-                name_len, extra_len = _LOCAL_LENGTHS.unpack_from(header, 26) if len(header) == 30 else (-1, -1)
-                right = header[:4] == b"PK\x03\x04" and int(heads[k]) + 30 + name_len + extra_len == int(file_offsets[k])
-                if not right and header[:4] == b"PK\x03\x04":
-                    start, size = int(places[k]), int(sizes[k])
-                    got = _read_into(fd, view[start:start + size], int(heads[k]) + 30 + name_len + extra_len)
-                    ok[k] = got == size
-                elif not right:
-                    ok[k] = False
-        return ok
+    preadv = getattr(os, "preadv", None)  # missing on a few systems: then image by image
     order = np.argsort(file_offsets, kind="stable")
     starts, lengths, at = file_offsets[order], sizes[order], places[order]
     ends = starts + lengths
@@ -880,7 +868,7 @@ def _gather_read(fd: int, file_offsets, sizes, places, view: memoryview, heads=N
                 cursor += gaps_l[k]
             k += 1
         want = ends[k] - begins_l[first]
-        if os.preadv(fd, buffers, begins_l[first]) != want:  # short: find out image by image
+        if preadv is None or preadv(fd, buffers, begins_l[first]) != want:  # short: find out image by image
             for j in range(first, k + 1):
                 got = _read_into(fd, view[at_l[j]:at_l[j] + lengths_l[j]], starts_l[j])
                 ok[order[j]] = got == lengths_l[j]
@@ -909,9 +897,11 @@ def _check_zip_headers(fd, scratch, head_at, begins, starts, lengths, at, order,
             ok[order[j]] = False
             continue
         name_len, extra_len = _LOCAL_LENGTHS.unpack_from(header, 26)
+        data_at = int(begins[j]) + 30 + name_len + extra_len
+        if data_at == int(starts[j]) and ok[order[j]]:
+            continue  # read one by one from the right place already
         size = int(lengths[j])
-        got = _read_into(fd, view[int(at[j]):int(at[j]) + size], int(begins[j]) + 30 + name_len + extra_len)
-        ok[order[j]] = got == size
+        ok[order[j]] = _read_into(fd, view[int(at[j]):int(at[j]) + size], data_at) == size
 
 
 def _read_into(fd: int, view: memoryview, offset: int) -> int:
@@ -982,11 +972,7 @@ class ImageStore:
         return self._combined
 
     def get(self, name: str) -> Optional[bytes]:
-        found = self.locate(name)
-        if isinstance(found, tuple):
-            fd, offset, size = found
-            return os.pread(fd, size, offset)
-        return found
+        return _bytes_of(self.locate(name))
 
     def locate(self, name: str) -> Optional[Union[Span, bytes]]:
         hit = self._lookup().get(_clean(name))
