@@ -337,6 +337,15 @@ def _zip64_extra(extra: bytes, size: int, csize: int, offset: int) -> tuple[int,
     return size, csize, offset
 
 
+def _local_lengths(fd: int, header_offset: int) -> Optional[tuple[int, int]]:
+    """The name and extra-field lengths of the zip local header at ``header_offset`` (its data starts
+    30 + both bytes later), or None when no local header is there."""
+    header = os.pread(fd, 30, header_offset)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        return None
+    return _LOCAL_LENGTHS.unpack_from(header, 26)
+
+
 class ZipContainer:
     """Members of a zip archive, found through its central directory.
 
@@ -369,10 +378,9 @@ class ZipContainer:
         method, flags = kind & 0xFFFF, kind >> 16
         header_offset = int(index.offsets[row])
         if method == zipfile.ZIP_STORED and not flags & 0x1:
-            header = os.pread(self._fd, 30, header_offset)
-            if header[:4] == b"PK\x03\x04":
-                name_len, extra_len = struct.unpack("<HH", header[26:30])
-                return (self._fd, header_offset + 30 + name_len + extra_len, int(index.sizes[row]))
+            lengths = _local_lengths(self._fd, header_offset)
+            if lengths is not None:
+                return (self._fd, header_offset + 30 + sum(lengths), int(index.sizes[row]))
         return self._decompressed(row)
 
     def _decompressed(self, row: int) -> Optional[bytes]:
@@ -399,9 +407,9 @@ class ZipContainer:
         sizes = index.sizes[rows].copy()
         if direct.any():
             for k in np.flatnonzero(direct)[:8].tolist():  # learn from the first sound header
-                header = os.pread(self._fd, 30, int(heads[k]))
-                if header[:4] == b"PK\x03\x04":
-                    self._extra_guess = int.from_bytes(header[28:30], "little")
+                lengths = _local_lengths(self._fd, int(heads[k]))
+                if lengths is not None:
+                    self._extra_guess = lengths[1]
                     break
             offsets = np.where(direct, heads + 30 + self._name_bytes()[rows] + self._extra_guess, -1)
         inline: dict[int, bytes] = {}
@@ -892,12 +900,11 @@ def _check_zip_headers(fd, scratch, head_at, begins, starts, lengths, at, order,
     right = signature & (30 + name_len + extra_len == (starts - begins)[checked])
     again = np.concatenate([checked[~right], np.flatnonzero(head_at == -2)])
     for j in again.tolist():
-        header = os.pread(fd, 30, int(begins[j]))
-        if header[:4] != b"PK\x03\x04":
+        lengths = _local_lengths(fd, int(begins[j]))
+        if lengths is None:
             ok[order[j]] = False
             continue
-        name_len, extra_len = _LOCAL_LENGTHS.unpack_from(header, 26)
-        data_at = int(begins[j]) + 30 + name_len + extra_len
+        data_at = int(begins[j]) + 30 + sum(lengths)
         if data_at == int(starts[j]) and ok[order[j]]:
             continue  # read one by one from the right place already
         size = int(lengths[j])

@@ -403,6 +403,14 @@ _ASCII_SPACE = b" \t\r\x0b\x0c"
 _SPACE_CODES = list(_ASCII_SPACE)
 
 
+def _null_positions(b):
+    """Where the bytes ``null`` start in ``b`` (a ``uint8`` array)."""
+    import numpy as np
+
+    at = np.flatnonzero(b[:-3] == ord("n"))
+    return at[(b[at + 1] == ord("u")) & (b[at + 2] == ord("l")) & (b[at + 3] == ord("l"))]
+
+
 class _JsonlChunk:
     """The lines of a chunk, located with numpy in one pass (no Python object per line).
 
@@ -442,9 +450,7 @@ class _JsonlChunk:
         """Per row, whether its line holds ``null`` (None when no line does)."""
         import numpy as np
 
-        b = self._bytes
-        at = np.flatnonzero(b[:-3] == ord("n"))
-        at = at[(b[at + 1] == ord("u")) & (b[at + 2] == ord("l")) & (b[at + 3] == ord("l"))]
+        at = _null_positions(self._bytes)
         if not len(at):
             return None
         lines = np.searchsorted(self.ends, at)  # the line each ``null`` sits on
@@ -602,7 +608,7 @@ def _fast_array_blocks(path: str, chunk_bytes: int, rows_per_block: int) -> Iter
                 first_at, last_at, good = _object_bounds(b, starts, ends, marks, chars)
                 n = len(good) if good.all() else int(np.argmin(good))
                 newlines = np.flatnonzero(b == 0x0A)
-                nulls = np.flatnonzero((b[:-3] == 0x6E) & (b[1:-2] == 0x75) & (b[2:-1] == 0x6C) & (b[3:] == 0x6C))
+                nulls = _null_positions(b)
                 for k in range(0, n, rows_per_block):
                     j = min(k + rows_per_block, n)
                     block = _fast_block(buf, first_at[k:j], last_at[k:j], seps, newlines, nulls,
