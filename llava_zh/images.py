@@ -900,11 +900,11 @@ def _check_zip_headers(fd, scratch, head_at, begins, starts, lengths, at, order,
     right = signature & (30 + name_len + extra_len == (starts - begins)[checked])
     again = np.concatenate([checked[~right], np.flatnonzero(head_at == -2)])
     for j in again.tolist():
-        lengths = _local_lengths(fd, int(begins[j]))
-        if lengths is None:
+        header = _local_lengths(fd, int(begins[j]))
+        if header is None:
             ok[order[j]] = False
             continue
-        data_at = int(begins[j]) + 30 + sum(lengths)
+        data_at = int(begins[j]) + 30 + sum(header)
         if data_at == int(starts[j]) and ok[order[j]]:
             continue  # read one by one from the right place already
         size = int(lengths[j])
