@@ -141,19 +141,23 @@ def worker(kind: str, path: str, cache: str) -> dict:
 
         from llava_zh.checks import check_image_bytes, images_known_good
         from llava_zh.images import ImageBatch, ImageStore
+        from llava_zh.prepare import read_pieces
 
         archives = [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith((".zip", ".tar"))]
         with open(os.path.join(path, "train.jsonl"), "rb") as f:
             names = [json.loads(line)["image"] for line in f]
         rows, t0 = 0, time.perf_counter()  # the names are this part's input: reading them is not timed
         with ImageStore(archives, index_dir=os.path.join(cache, "index")) as store:
-            for start in range(0, len(names), 1000):  # the builder's batch of rows
-                part = names[start:start + 1000]
-                batch = ImageBatch.read(store.locate_many(part), store.pool)
-                good = images_known_good(batch.data, batch.offsets, batch.found)
-                bad = [i for i in range(len(part)) if not good[i] and check_image_bytes(batch.get(i), part[i])]
-                column = pa.StructArray.from_arrays([batch.array(range(len(part))), pa.array(part)], ["bytes", "path"])
-                rows += len(column) - len(bad)
+            for start in range(0, len(names), 1000):  # the builder's batch of rows, read in its pieces
+                located = store.locate_many(names[start:start + 1000])
+                bounds = read_pieces(located.sizes)
+                for p0, p1 in zip(bounds, bounds[1:]):
+                    part = names[start + p0:start + p1]
+                    batch = ImageBatch.read(located.slice(p0, p1), store.pool)
+                    good = images_known_good(batch.data, batch.offsets, batch.found)
+                    bad = [] if good.all() else [i for i in np.flatnonzero(~good).tolist() if check_image_bytes(batch.get(i), part[i])]
+                    column = pa.StructArray.from_arrays([batch.array(range(len(part))), pa.array(part)], ["bytes", "path"])
+                    rows += len(column) - len(bad)
     elif kind == "copy":  # the archive copied into a new file in the cache folder (copy_file_range)
         rows = os.path.getsize(path)
         shutil.copyfile(path, os.path.join(cache, "copy.bin"))

@@ -148,10 +148,10 @@ class MemberIndex:
     def save(self, path: str) -> None:
         import numpy as np
 
-        if any("\0" in n for n in (*self.names_list, *(self.originals or ()))):  # pragma: no cover
-            return  # a NUL in a member name: not cached
         names = "\0".join(self.names_list)
         originals = "\0".join(self.originals) if self.originals is not None else ""
+        if names.count("\0") != max(len(self.names_list) - 1, 0) or originals.count("\0") != max(len(self.originals or ()) - 1, 0):
+            return  # pragma: no cover  (a NUL in a member name: not cached)
         buf = io.BytesIO()
         np.savez(buf, offsets=self.offsets, sizes=self.sizes, kinds=self.kinds,
                  names=np.frombuffer(names.encode("utf-8", "surrogatepass"), dtype=np.uint8),
@@ -283,17 +283,19 @@ def read_zip_index(path: str) -> MemberIndex:
     ends = starts + name_len
     raw_names = [cd[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
     joined = b"\0".join(raw_names)
-    if joined.isascii() and b"\0" not in b"".join(raw_names):
+    if joined.isascii() and joined.count(b"\0") == len(raw_names) - 1:
         names = joined.decode("ascii").split("\0") if raw_names else []
     else:
         names = [r.decode("utf-8") if fl & 0x800 else r.decode("cp437") for r, fl in zip(raw_names, flags.tolist())]
     for i in np.flatnonzero((csize == 0xFFFFFFFF) | (size == 0xFFFFFFFF) | (offset == 0xFFFFFFFF)).tolist():
         extra = cd[int(ends[i]):int(ends[i] + extra_len[i])]
         size[i], csize[i], offset[i] = _zip64_extra(extra, int(size[i]), int(csize[i]), int(offset[i]))
-    files = np.array([not n.endswith("/") for n in names], dtype=bool)
-    keep = np.flatnonzero(files)
-    return MemberIndex([names[i] for i in keep.tolist()], (offset + concat)[keep], size[keep],
-                       (method | (flags << 16))[keep], originals=[names[i] for i in keep.tolist()])
+    folder = (name_len > 0) & (raw[np.maximum(ends - 1, 0)] == ord("/"))  # a folder's name ends with "/"
+    if folder.any():
+        keep = np.flatnonzero(~folder)
+        names = [names[i] for i in keep.tolist()]
+        offset, size, method, flags = offset[keep], size[keep], method[keep], flags[keep]
+    return MemberIndex(names, offset + concat, size, method | (flags << 16), originals=names)
 
 
 def _central_entries(raw):
@@ -687,6 +689,14 @@ class Located:
     def __len__(self) -> int:
         return len(self.fds)
 
+    def slice(self, start: int, stop: int) -> "Located":
+        """Entries ``start:stop`` (views of the arrays, not copies), to read a batch in pieces."""
+        out = Located.__new__(Located)
+        for name in ("fds", "offsets", "sizes", "heads", "listed"):
+            setattr(out, name, getattr(self, name)[start:stop])
+        out.inline = {i - start: raw for i, raw in self.inline.items() if start <= i < stop}
+        return out
+
     @property
     def found(self):
         found = self.fds >= 0
@@ -965,6 +975,9 @@ class ImageStore:
             while lead < len(containers) and isinstance(containers[lead], (ZipContainer, TarContainer)):
                 lead += 1
             self._tail = containers[lead:]
+            if lead == 1 and containers[0]._index.top is None:  # one archive: its own dict already says it
+                self._combined = containers[0]._index.rows
+                return self._combined
             combined: dict = {}
             for k in reversed(range(lead)):  # earlier containers overwrite later ones
                 index = containers[k]._index

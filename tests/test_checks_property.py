@@ -309,11 +309,56 @@ def test_image_batches_split_by_size_give_the_same_rows(tmp_path, monkeypatch, l
     for i, rec in enumerate(recs):
         if i not in (5, 17):  # two missing images
             (images / rec["image"]).write_bytes(jpeg_bytes(8 + i % 7, 8))
-    recs[11]["conversations"][0]["from"] = "gpt"  # and a role_order refusal between them
+    for i in (0, 11, 16):  # role_order refusals: between them, and first in a batch of rows (batch_size=8)
+        recs[i]["conversations"][0]["from"] = "gpt"
     path = tmp_path / "conversation.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
     options = PrepareOptions(on_bad_sample="quarantine", batch_size=8)
     exact = _prepare(path, images, options, read_records, tmp_path / "exact")
     monkeypatch.setattr(prepare, "MAX_BATCH_BYTES", limit)
     fast = _prepare(path, images, options, None, tmp_path / "fast")
-    assert fast == exact and len(exact[0]) == 20
+    assert fast == exact and len(exact[0]) == 18
+
+
+def test_read_pieces_cut_where_an_image_starts_past_each_multiple(monkeypatch):
+    from llava_zh import prepare
+
+    monkeypatch.setattr(prepare, "MAX_BATCH_BYTES", 100)
+    assert prepare.read_pieces([]) == [0, 0]
+    assert prepare.read_pieces([40, 40, 40, 0, 30, 500, 1, 99]) == [0, 3, 6, 8]  # starts 0 40 80 | 120 120 150 | 650 651
+    assert prepare.read_pieces([1000]) == [0, 1]  # an image bigger than a piece stands alone
+    import numpy as np
+
+    sizes = np.random.default_rng(0).integers(0, 250, size=400)
+    bounds = prepare.read_pieces(sizes)
+    assert bounds[0] == 0 and bounds[-1] == len(sizes) and all(a < b for a, b in zip(bounds, bounds[1:]))
+    starts = np.cumsum(sizes) - sizes
+    for a, b in zip(bounds, bounds[1:]):
+        assert sizes[a:b - 1].sum() < 100  # every image but the last starts within the piece's 100 bytes
+        assert len({int(x) // 100 for x in starts[a:b]}) == 1  # and all start past the same multiple
+
+
+def test_tables_with_images_stay_within_a_piece(tmp_path, monkeypatch):
+    """With images, each table the builder yields holds about ``MAX_BATCH_BYTES`` of them (the read
+    buffer fits the CPU's cache), and the rows are those of one big read."""
+    from factories import jpeg_bytes, record
+    from llava_zh import prepare
+    from llava_zh.prepare import PrepareOptions
+
+    images = tmp_path / "images"
+    images.mkdir()
+    recs = [record(i, "conversation") for i in range(40)]
+    for i, rec in enumerate(recs):
+        (images / rec["image"]).write_bytes(jpeg_bytes(8 + i % 5, 8 + i % 3))
+    path = tmp_path / "conversation.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    options = PrepareOptions(batch_size=1000)
+    whole = _prepare(path, images, options, None, tmp_path / "whole")
+    biggest = max(len(jpeg_bytes(8 + i % 5, 8 + i % 3)) for i in range(40))
+    limit = 3 * biggest
+    monkeypatch.setattr(prepare, "MAX_BATCH_BYTES", limit)
+    tables = [t for _, t in prepare.generate_tables([(0, str(path))], "train", options, [str(images)], None,
+                                                     str(tmp_path / "reports"))]
+    sizes = [sum(len(r["bytes"]) for r in t.column("image").to_pylist()) for t in tables]
+    assert len(tables) > 5 and max(sizes) <= limit + biggest
+    assert [row for t in tables for row in t.to_pylist()] == whole[0]

@@ -384,3 +384,33 @@ def test_zip_index_when_the_entry_signature_also_appears_inside_an_entry(tmp_pat
     with zipfile.ZipFile(path) as z:
         hidden = hidden[z.start_dir:len(hidden) - 22]
     assert _central_entries(hidden) is None  # the walk then reads it
+
+
+def test_a_batch_read_in_slices_gives_the_images_of_the_whole(tmp_path):
+    """``Located.slice`` keeps each entry's place (the inline one of a deflated member too), so reading a
+    batch piece by piece, as the builder does, gives the same bytes as reading it at once."""
+    import zipfile
+
+    from llava_zh.images import ImageBatch
+
+    path = tmp_path / "images.zip"
+    members = {f"{i}.jpg": jpeg_bytes(8 + i, 8, (i, 2, 3)) for i in range(9)}
+    with zipfile.ZipFile(path, "w") as z:
+        for i, (name, data) in enumerate(members.items()):
+            z.writestr(zipfile.ZipInfo(name), data, compress_type=zipfile.ZIP_DEFLATED if i in (2, 7) else zipfile.ZIP_STORED)
+    names = ["3.jpg", "2.jpg", None, "missing.jpg", "7.jpg", "0.jpg", "8.jpg", "3.jpg"]
+    with ImageStore([str(path)], index_dir=str(tmp_path / "idx")) as store:
+        located = store.locate_many(names)
+        assert sorted(located.inline) == [1, 4]
+        whole = ImageBatch.read(located)
+        expected = [members.get(n) if n else None for n in names]
+        assert [None if whole.get(i) is None else bytes(whole.get(i)) for i in range(len(names))] == expected
+        for bounds in ([0, 2, 5, 8], [0, 1, 8], [0, 8]):
+            got = []
+            for a, b in zip(bounds, bounds[1:]):
+                part = located.slice(a, b)
+                assert len(part) == b - a and part.listed.tolist() == located.listed[a:b].tolist()
+                batch = ImageBatch.read(part)
+                got += [None if batch.get(i) is None else bytes(batch.get(i)) for i in range(b - a)]
+            assert got == expected
+        assert located.slice(1, 2).inline.keys() == {0} and located.slice(2, 4).inline == {}
