@@ -137,6 +137,7 @@ def worker(kind: str, path: str, cache: str) -> dict:
                                         archives, os.path.join(cache, "index"), os.path.join(cache, "reports")):
             rows += table.num_rows
     elif kind == "image_path":  # the builder's image work alone: names -> index -> read -> checked -> Arrow
+        import numpy as np
         import pyarrow as pa
 
         from llava_zh.checks import check_image_bytes, images_known_good
