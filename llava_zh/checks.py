@@ -225,32 +225,51 @@ def jpeg_sizes(data, offsets, found):
     s = starts[live]
     live = live[(data[s] == 0xFF) & (data[s + 1] == 0xD8) & (data[s + 2] == 0xFF)]
     pos = starts[live] + 2
-    sof = np.zeros(256, dtype=bool)
-    sof[list(_SOF_MARKERS)] = True
-    bare = np.zeros(256, dtype=bool)  # markers without a length
-    bare[[0xD8, 0x01, *range(0xD0, 0xD8)]] = True
+    frame_at = np.full(len(starts), -1, dtype=np.int64)  # where each image's frame header (SOF) starts
+    last = len(data) - 4  # the four bytes of a segment's head are read at min(pos, last): always in the buffer
+    four = np.arange(4)
+    steps, walks, with_length, sof = _jpeg_marker_tables()
     for _ in range(_MAX_SEGMENTS):
         if not len(live):
             break
-        end = ends[live]
-        inside = pos + 4 <= end
-        live, pos, end = live[inside], pos[inside], end[inside]
-        marker_ok = data[pos] == 0xFF
-        live, pos, end = live[marker_ok], pos[marker_ok], end[marker_ok]
-        marker = data[pos + 1]
-        is_sof = sof[marker]
-        frame = is_sof & (pos + 9 <= end)
-        rows, p = live[frame], pos[frame]
-        height[rows] = (data[p + 5].astype(np.int64) << 8) | data[p + 6]
-        width[rows] = (data[p + 7].astype(np.int64) << 8) | data[p + 8]
-        fill, skip = marker == 0xFF, bare[marker]
-        length = (data[pos + 2].astype(np.int64) << 8) | data[pos + 3]
-        step = np.where(fill, 1, np.where(skip, 2, 2 + length))
-        walk = ~is_sof & (marker != 0xD9) & (marker != 0xDA)  # end of image / scan first: not proven
-        live, pos = live[walk], (pos + step)[walk]
-    unknown = (width == 0) | (height == 0)  # _jpeg_size: "not plain"
-    width[unknown] = height[unknown] = 0
+        head = data[np.minimum(pos, last)[:, None] + four]  # 0xFF, marker, length (big-endian)
+        words = head.view(">u2")  # (0xFF << 8 | marker, length)
+        marker = head[:, 1]
+        ok = (pos + 4 <= ends[live]) & (words[:, 0] >= 0xFF00)
+        frame = ok & sof[marker]
+        frame_at[live[frame]] = pos[frame]
+        walk = ok & walks[marker]  # a frame header, end of image or start of scan ends the walk
+        live, pos = live[walk], (pos + steps[marker] + with_length[marker] * words[:, 1])[walk]
+    frame_at[(frame_at >= 0) & (frame_at + 9 > ends)] = -1  # a frame header cut short: not plain
+    rows = np.flatnonzero(frame_at >= 0)
+    p = frame_at[rows]
+    h = (data[p + 5].astype(np.int64) << 8) | data[p + 6]
+    w = (data[p + 7].astype(np.int64) << 8) | data[p + 8]
+    proven = (w > 0) & (h > 0)  # _jpeg_size: "not plain" otherwise
+    width[rows[proven]], height[rows[proven]] = w[proven], h[proven]
     return width, height
+
+
+_MARKER_TABLES = None
+
+
+def _jpeg_marker_tables():
+    """Per marker byte: the step past its segment without the length field, whether the walk goes on
+    after it, whether the length field adds to the step, whether it is a frame header (SOF)."""
+    global _MARKER_TABLES
+    if _MARKER_TABLES is None:
+        import numpy as np
+
+        steps = np.full(256, 2, dtype=np.int64)
+        steps[0xFF] = 1  # fill byte
+        with_length = np.ones(256, dtype=np.int64)  # int64: the length it multiplies must not overflow
+        with_length[[0xFF, 0xD8, 0x01, *range(0xD0, 0xD8)]] = 0  # fill byte and markers without a length
+        sof = np.zeros(256, dtype=bool)
+        sof[list(_SOF_MARKERS)] = True
+        walks = ~sof
+        walks[[0xD9, 0xDA]] = False  # end of image, start of scan: no frame header before them
+        _MARKER_TABLES = (steps, walks, with_length, sof)
+    return _MARKER_TABLES
 
 
 _PIL_IMAGE = None
