@@ -24,7 +24,7 @@ from typing import Optional
 import datasets
 
 from llava_zh.cache_writes import piecewise_local_writes
-from llava_zh.prepare import PrepareOptions, generate_tables
+from llava_zh.prepare import PrepareOptions, arrow_threads, generate_tables
 from llava_zh.schema import DATASET_NAME, DEFAULT_LANGUAGE, FEATURES, TASKS
 
 _DESCRIPTION = (
@@ -133,9 +133,16 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
             return datasets.config.ARROW_RECORD_BATCH_SIZE_FOR_IMAGE_DATASETS
         return self.TEXT_WRITER_BATCH_SIZE
 
+    def _prepare_split(self, split_generator, file_format="arrow", num_proc=None, max_shard_size=None):
+        # Several processes share the cores: each then works in one thread (no reading or table thread,
+        # no Arrow thread pool), as threads on top of busy cores only add switching. Set here, before
+        # datasets hands this builder to its worker processes.
+        self._one_thread_per_process = bool(num_proc and num_proc > 1)
+        return super()._prepare_split(split_generator, file_format=file_format, num_proc=num_proc, max_shard_size=max_shard_size)
+
     def _prepare_split_single(self, *args, **kwargs):
         # the cache file is written in pieces of 1 MiB (see llava_zh.cache_writes for why and how)
-        with piecewise_local_writes():
+        with piecewise_local_writes(), arrow_threads(not getattr(self, "_one_thread_per_process", False)):
             yield from super()._prepare_split_single(*args, **kwargs)
 
     def _generate_tables(self, files, split):
@@ -149,4 +156,5 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
         )
         reports_dir = self.reports_dir or os.path.join(self._output_dir, "llava_zh_reports")
         index_dir = self.index_dir or os.path.join(self._cache_dir_root, "llava_zh_archives")
-        yield from generate_tables(files, split, options, self.config.image_paths, index_dir, reports_dir)
+        yield from generate_tables(files, split, options, self.config.image_paths, index_dir, reports_dir,
+                                   threads=not getattr(self, "_one_thread_per_process", False))

@@ -9,6 +9,7 @@ atomically when the file is done, so ``read == loaded + refused + other_task`` c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -507,6 +508,31 @@ _CONVERSATIONS_TYPE = ARROW_SCHEMA.field("conversations").type
 _TURN_TYPE = _CONVERSATIONS_TYPE.value_type
 
 
+@contextlib.contextmanager
+def arrow_threads(enabled: bool) -> Iterator[None]:
+    """Inside, Arrow's own thread pool (JSON parsing) has one thread unless ``enabled``; put back after.
+
+    Example:
+        >>> with arrow_threads(False):
+        ...     import pyarrow as pa; pa.cpu_count()
+        1
+    """
+    if enabled:
+        yield
+        return
+    before = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        yield
+    finally:
+        pa.set_cpu_count(before)
+
+
+def _closing(items: Iterable[Any]) -> Iterator[Any]:
+    """``items`` as a generator (which has the ``close`` that ``prefetch``'s answer has)."""
+    yield from items
+
+
 def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
     """``items`` produced by a background thread, ``depth`` ahead of the consumer.
 
@@ -567,14 +593,16 @@ def generate_tables(
     index_dir: Optional[str],
     reports_dir: Optional[str],
     reader: Optional[Callable[[str], Iterator[Union[RawRecord, RecordBlock]]]] = None,
+    threads: bool = True,
 ) -> Iterator[tuple[str, pa.Table]]:
     """Yield ``(key, table)`` for every batch of valid rows of ``files`` (pairs of order and path).
 
     ``reader`` (default ``read_blocks``) gives a file's records in order, as ``RawRecord``s or as
-    ``RecordBlock``s; both ways give the same rows, counts and refusals.
+    ``RecordBlock``s; both ways give the same rows, counts and refusals. ``threads=False`` does all the
+    work in the calling thread (for one of several processes sharing the cores: see the builder).
     """
-    tables = _generate_tables(files, split, options, image_paths, index_dir, reports_dir, reader or read_blocks)
-    if not image_paths:
+    tables = _generate_tables(files, split, options, image_paths, index_dir, reports_dir, reader or read_blocks, threads)
+    if not image_paths or not threads:
         yield from tables
         return
     # With images, reading them (os.preadv) and writing the previous table (datasets' ArrowWriter) both
@@ -586,7 +614,7 @@ def generate_tables(
         items.close()
 
 
-def _generate_tables(files, split, options, image_paths, index_dir, reports_dir, read) -> Iterator[tuple[str, pa.Table]]:
+def _generate_tables(files, split, options, image_paths, index_dir, reports_dir, read, threads=True) -> Iterator[tuple[str, pa.Table]]:
     with ImageStore(image_paths, index_dir=index_dir) as images:
         builder = RowBuilder(options, images)
         blocks = BlockBuilder(options, images, builder)
@@ -597,7 +625,7 @@ def _generate_tables(files, split, options, image_paths, index_dir, reports_dir,
             batch = 0
             items = None
             try:
-                items = prefetch(read(path))
+                items = prefetch(read(path)) if threads else _closing(read(path))
                 for item in items:
                     if isinstance(item, RecordBlock):
                         if rows:

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 
 import datasets
 import pytest
@@ -347,3 +348,47 @@ def test_record_batches_hold_100_rows_of_archived_images_and_1000_otherwise(tmp_
     with pa.memory_map(ds.cache_files[0]["filename"]) as source:
         sizes = [b.num_rows for b in pa.ipc.open_stream(source)]
     assert sum(sizes) == 1200 and max(sizes) == rows
+
+
+def test_num_proc_workers_each_work_in_one_thread(tmp_path, monkeypatch):
+    """With several processes, each prepares in its own thread: no reading or table thread (``prefetch``
+    is never called) and one Arrow thread; the data is that of one process."""
+    import pyarrow as pa
+
+    from llava_zh.builder import llava_instruct_zh
+
+    root, _, _ = make_dataset(tmp_path, "jsonl", "zip", n_per_task=4)
+    one = llava_zh.load_dataset(str(root), cache_dir=str(tmp_path / "c1"))
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    real = llava_instruct_zh.generate_tables
+
+    def spy(*args, **kwargs):  # runs in the worker processes (forked: they inherit this patch)
+        (seen / f"{os.getpid()}-{time.monotonic_ns()}").write_text(f"{kwargs['threads']} {pa.cpu_count()}")
+        yield from real(*args, **kwargs)
+
+    def no_threads(*args, **kwargs):
+        raise AssertionError("a worker of a parallel preparation started a prefetch thread")
+
+    monkeypatch.setattr(llava_instruct_zh, "generate_tables", spy)
+    monkeypatch.setattr(prepare, "prefetch", no_threads)
+    two = llava_zh.load_dataset(str(root), cache_dir=str(tmp_path / "c2"), num_proc=2)
+    calls = [p.read_text() for p in seen.iterdir()]
+    assert len(calls) == 2 and set(calls) == {"False 1"}
+    assert len({p.name.split("-")[0] for p in seen.iterdir()} - {str(os.getpid())}) == 2  # in two other processes
+    assert sorted(_as_rows(one).items()) == sorted(_as_rows(two).items())
+
+
+def test_arrow_threads_puts_the_pool_size_back():
+    import pyarrow as pa
+
+    from llava_zh.prepare import arrow_threads
+
+    before = pa.cpu_count()
+    with arrow_threads(True):
+        assert pa.cpu_count() == before
+    with pytest.raises(RuntimeError):
+        with arrow_threads(False):
+            assert pa.cpu_count() == 1
+            raise RuntimeError("boom")
+    assert pa.cpu_count() == before
