@@ -268,8 +268,9 @@ def main() -> None:
         arrow = sum(os.path.getsize(f["filename"]) for f in ds.cache_files)
         print(f"prepare (num_proc={num_proc}{' on one core' if one_core else ''}, {args.format}): {len(ds):,} samples in {wall:.1f} s = "
               f"{len(ds) / wall:,.0f} samples/s; peak memory {mem.peak / 2**30:.2f} GiB; Arrow {arrow / 1e9:.2f} GB")
-        print(f"  CPU {cpu:.1f} s: {cpu / wall:.2f} of this machine's {os.cpu_count()} cores busy on average "
-              "(one process already reads, checks and writes on separate threads)")
+        how = ("held to one core" if one_core else "one process reads, checks and writes on separate threads"
+               if num_proc == 1 else "each worker process works in one thread")
+        print(f"  CPU {cpu:.1f} s: {cpu / wall:.2f} of this machine's {os.cpu_count()} cores busy on average ({how})")
         if args.scale < 1:
             print(f"  extrapolated to the full 641,868 samples (linear, x{1 / args.scale:.1f}): about {wall / args.scale / 60:.1f} min")
         print(f"  aims: under 10 min ({'met' if wall / min(args.scale, 1) < 600 else 'NOT met'}), "
