@@ -16,6 +16,7 @@ does it for you)::
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -133,12 +134,14 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
             return datasets.config.ARROW_RECORD_BATCH_SIZE_FOR_IMAGE_DATASETS
         return self.TEXT_WRITER_BATCH_SIZE
 
-    def _prepare_split(self, split_generator, file_format="arrow", num_proc=None, max_shard_size=None):
+    def _prepare_split(self, split_generator, *args, **kwargs):
         # Several processes share the cores: each then works in one thread (no reading or table thread,
         # no Arrow thread pool), as threads on top of busy cores only add switching. Set here, before
         # datasets hands this builder to its worker processes.
+        parent = super()._prepare_split
+        num_proc = inspect.signature(parent).bind(split_generator, *args, **kwargs).arguments.get("num_proc")
         self._one_thread_per_process = bool(num_proc and num_proc > 1)
-        return super()._prepare_split(split_generator, file_format=file_format, num_proc=num_proc, max_shard_size=max_shard_size)
+        return parent(split_generator, *args, **kwargs)
 
     def _prepare_split_single(self, *args, **kwargs):
         # the cache file is written in pieces of 1 MiB (see llava_zh.cache_writes for why and how)
