@@ -41,8 +41,8 @@ from .checks import (
 logger = logging.getLogger(__name__)
 
 POLICIES: tuple[str, ...] = ("raise", "skip", "quarantine")
-#: image bytes read into one buffer, and so into one output table, at most (a row's images may pass it
-#: by one image). Why this small: a buffer that fits the CPU's last-level cache is filled by the kernel
+#: image bytes read into one buffer, and so into one output table, at most (a piece may pass it by its
+#: last image). Why this small: a buffer that fits the CPU's last-level cache is filled by the kernel
 #: at the speed of a plain read, and is still in the cache when the table is written out; 46 MB buffers
 #: (1,000 photos) were filled at less than half that speed (20,000 JPEGs from a zip: 104-135 ms against
 #: 50 ms with 11 MB buffers). It also keeps an Arrow ``binary`` array far below its 2 GiB limit.
