@@ -25,6 +25,7 @@ from typing import Optional
 import datasets
 
 from llava_zh.cache_writes import piecewise_local_writes
+from llava_zh.errors import bad_sample_in
 from llava_zh.prepare import PrepareOptions, arrow_threads, generate_tables
 from llava_zh.schema import DATASET_NAME, DEFAULT_LANGUAGE, FEATURES, TASKS
 
@@ -146,7 +147,15 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
     def _prepare_split_single(self, *args, **kwargs):
         # the cache file is written in pieces of 1 MiB (see llava_zh.cache_writes for why and how)
         with piecewise_local_writes(), arrow_threads(not getattr(self, "_one_thread_per_process", False)):
-            yield from super()._prepare_split_single(*args, **kwargs)
+            try:
+                yield from super()._prepare_split_single(*args, **kwargs)
+            except datasets.exceptions.DatasetGenerationError as e:
+                # datasets wraps a bad sample in an error whose cause does not survive the way back from
+                # a worker process (num_proc): the bad sample itself does (its fields pickle), so it goes
+                bad = bad_sample_in(e)
+                if bad is None:
+                    raise
+                raise bad from None
 
     def _generate_tables(self, files, split):
         options = PrepareOptions(

@@ -38,5 +38,29 @@ class BadSampleError(ValueError):
         return (type(self), (self.file, self.line, self.index, self.sample_id, self.rule, self.message))
 
 
+def bad_sample_in(error: BaseException) -> Optional[BadSampleError]:
+    """The ``BadSampleError`` that ``error`` wraps (``datasets`` wraps what a builder raises in a
+    ``DatasetGenerationError``), following causes and contexts; None if there is none.
+
+    Example:
+        >>> bad = BadSampleError("a.jsonl", 3, 2, "x1", "role_order", "expected gpt, got human")
+        >>> try:
+        ...     try:
+        ...         raise bad
+        ...     except BadSampleError as e:
+        ...         raise RuntimeError("wrapped") from e
+        ... except RuntimeError as wrapped:
+        ...     bad_sample_in(wrapped) is bad
+        True
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, BadSampleError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class SourceError(ValueError):
     """A source that cannot be resolved: no such path, not a Hub id, or no annotation files in it."""

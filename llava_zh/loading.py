@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 import datasets
 
 from . import __version__
-from .errors import BadSampleError, SourceError
+from .errors import SourceError, bad_sample_in
 from .prepare import POLICIES, collect_reports
 from .report import LoadReport
 from .schema import CONFIGS, DATASET_NAME, DEFAULT_LANGUAGE
@@ -167,9 +167,7 @@ def load_dataset(
         builder.download_and_prepare(num_proc=num_proc)
     except datasets.exceptions.DatasetGenerationError as e:
         # datasets wraps what the generator raised; a bad sample is the user's error, shown as such
-        cause = e.__cause__
-        while cause is not None and not isinstance(cause, BadSampleError):
-            cause = cause.__cause__ or cause.__context__
+        cause = bad_sample_in(e)
         if cause is not None:
             raise cause from None
         raise

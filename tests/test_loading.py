@@ -392,3 +392,48 @@ def test_arrow_threads_puts_the_pool_size_back():
             assert pa.cpu_count() == 1
             raise RuntimeError("boom")
     assert pa.cpu_count() == before
+
+
+def test_num_proc_refuses_and_quarantines_like_one_process(tmp_path):
+    """Bad records in several files: with two worker processes (each in one thread) the quarantine file,
+    the counts and the raised error are those of one process."""
+    root = tmp_path / "d"
+    for task in ("conversation", "complex_reasoning", "detail_description"):
+        recs = [record(i, task, image=False) for i in range(12)]
+        for i in (0, 5, 11):
+            recs[i]["conversations"][0]["from"] = "gpt"
+        write_annotations(root, task, recs, "jsonl")
+    out = {}
+    for n in (None, 2):
+        target = tmp_path / f"q{n}" / "bad.jsonl"
+        ds, report = llava_zh.load_dataset(str(root), cache_dir=str(tmp_path / f"c{n}"), num_proc=n,
+                                           on_bad_sample="quarantine", quarantine_path=target, return_report=True)
+        lines = sorted((q["file"], q["line"], q["rule"]) for q in map(json.loads, target.read_text(encoding="utf-8").splitlines()))
+        out[n] = (sorted(ds["id"]), report.refused, report.read, lines)
+        assert report.balanced and len(ds) == 27
+    assert out[None] == out[2] and len(out[2][3]) == 9
+    with pytest.raises(BadSampleError) as info:
+        llava_zh.load_dataset(str(root), cache_dir=str(tmp_path / "raise"), num_proc=2)
+    err = info.value  # the bad sample itself, as with one process (not datasets' wrapper, whose cause is lost)
+    assert (err.rule, err.line, err.index) == ("role_order", 1, 0) and err.sample_id.endswith("-0000")
+    assert os.path.basename(err.file) in {"conversation.jsonl", "complex_reasoning.jsonl", "detail_description.jsonl"}
+
+
+def test_bad_sample_in_follows_causes_and_contexts():
+    from llava_zh.errors import bad_sample_in
+
+    bad = BadSampleError("a.jsonl", 3, 2, "x1", "role_order", "expected gpt, got human")
+    try:
+        try:
+            try:
+                raise bad
+            except BadSampleError:
+                raise KeyError("while handling it")  # a context, not a cause
+        except KeyError as e:
+            raise datasets.exceptions.DatasetGenerationError("wrapped") from e
+    except datasets.exceptions.DatasetGenerationError as wrapped:
+        assert bad_sample_in(wrapped) is bad
+    loop = RuntimeError("a")
+    loop.__context__ = RuntimeError("b")
+    loop.__context__.__context__ = loop
+    assert bad_sample_in(loop) is None and bad_sample_in(ValueError("plain")) is None
