@@ -123,6 +123,8 @@ def load_dataset(
         source: ``"sample"``, a local folder or file, a Hub dataset id, or ``modelscope://owner/name``.
         config: ``all`` or one task: ``conversation``, ``complex_reasoning``, ``detail_description``.
         split: a split name, or None for a ``DatasetDict`` of every split.
+        num_proc: processes preparing the cache (annotation files are shared out among them; each works in
+            one thread); not with ``streaming``.
         on_bad_sample: ``raise`` (name file, line, id and rule), ``skip`` (count per rule) or
             ``quarantine`` (write refused records to a JSONL file and load the rest).
         images: extra image containers (folders, zip or tar archives) to find ``image`` paths in.
@@ -136,6 +138,11 @@ def load_dataset(
         >>> ds.features["image"]
         Image(mode=None, decode=True)
     """
+    if streaming and num_proc is not None and num_proc > 1:
+        raise ValueError(
+            f"num_proc={num_proc} prepares the Arrow cache in parallel, and a streaming dataset prepares nothing: "
+            "drop num_proc, or split the stream with IterableDataset.shard()"
+        )
     builder, resolved = make_builder(
         source,
         config,

@@ -51,3 +51,20 @@ def test_console_entry_point_runs_in_a_subprocess(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "conversation" in done.stdout and "total" in done.stdout
+
+
+def test_reading_verbs_take_num_proc(tmp_path, capsys):
+    """``--num-proc`` reaches ``llava_zh.load_dataset`` (the same data as one process); validate, which
+    prepares nothing, has none; with ``--streaming`` it is refused, naming why."""
+    root, _, _ = make_dataset(tmp_path, "jsonl", "zip", n_per_task=3)
+    assert main(["info", str(root), "--json", "--cache-dir", str(tmp_path / "c1")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(["info", str(root), "--json", "--num-proc", "2", "--cache-dir", str(tmp_path / "c2")]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert one["tasks"] == two["tasks"] == {"complex_reasoning": 3, "conversation": 3, "detail_description": 3}
+    assert two["cache_dir"].startswith(str(tmp_path / "c2"))
+    with pytest.raises(SystemExit):
+        main(["validate", str(root), "--num-proc", "2"])
+    assert "unrecognized arguments: --num-proc" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="streaming dataset prepares nothing"):
+        main(["stats", str(root), "--streaming", "--num-proc", "2", "--out", str(tmp_path / "s")])

@@ -22,7 +22,7 @@ FAMILY_NAMES = ("qwen2_5_vl", "qwen2_vl", "llava")  # llava_zh.tiny_models.FAMIL
 def register(sub, verb: str, help_: str) -> None:
     p = sub.add_parser(verb, help=help_, description=__doc__.splitlines()[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
-    add_source_arguments(p)
+    add_source_arguments(p, num_proc=False)  # its own --num-proc serves both
     p.add_argument("--processor", required=True, metavar="PATH_OR_ID",
                    help="the model's processor: a folder saved with save_pretrained or a Hub id")
     p.add_argument("--family", default=None, choices=FAMILY_NAMES,
@@ -36,7 +36,7 @@ def register(sub, verb: str, help_: str) -> None:
     p.add_argument("--max-pixels", type=int, default=None, metavar="N", help="largest image, in pixels (processor's own resize)")
     p.add_argument("--all-tokens", action="store_true", help="learn every token, not only the assistant replies")
     p.add_argument("--pixels", action="store_true", help="also store pixel_values (large; default: image bytes only)")
-    p.add_argument("--num-proc", type=int, default=None, help="processes for the encoding")
+    p.add_argument("--num-proc", type=int, default=None, help="processes preparing the source and encoding it")
     p.add_argument("--batch-size", type=int, default=64, help="samples per encoder call (default 64)")
     p.add_argument("--max-shard-size", default="500MB", help="largest parquet file (default 500MB)")
     p.add_argument("--overwrite", action="store_true", help="replace parquet files already in OUT/data")

@@ -10,7 +10,7 @@ from ._common import add_source_arguments, load_kwargs
 
 def register(sub, verb: str, help_: str) -> None:
     p = sub.add_parser(verb, help=help_, description=help_ + " (exit status 1 when any sample is bad, 0 otherwise)")
-    add_source_arguments(p, policy=False)
+    add_source_arguments(p, policy=False, num_proc=False)  # validation streams: nothing is prepared
     p.add_argument("--quarantine", metavar="PATH", default=None, help="write refused records to this JSONL file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
