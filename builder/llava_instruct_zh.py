@@ -139,9 +139,11 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
         # Several processes share the cores: each then works in one thread (no reading or table thread,
         # no Arrow thread pool), as threads on top of busy cores only add switching. Set here, before
         # datasets hands this builder to its worker processes.
+        # datasets runs one process when the split has a single file, whatever num_proc says: threads then.
         parent = super()._prepare_split
         num_proc = inspect.signature(parent).bind(split_generator, *args, **kwargs).arguments.get("num_proc")
-        self._one_thread_per_process = bool(num_proc and num_proc > 1)
+        files = len(split_generator.gen_kwargs["files"])
+        self._one_thread_per_process = bool(num_proc and num_proc > 1 and files > 1)
         return parent(split_generator, *args, **kwargs)
 
     def _prepare_split_single(self, *args, **kwargs):

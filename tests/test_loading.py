@@ -437,3 +437,23 @@ def test_bad_sample_in_follows_causes_and_contexts():
     loop.__context__ = RuntimeError("b")
     loop.__context__.__context__ = loop
     assert bad_sample_in(loop) is None and bad_sample_in(ValueError("plain")) is None
+
+
+def test_num_proc_on_a_single_file_keeps_the_threads(tmp_path, monkeypatch):
+    """datasets prepares a split of one file in one process whatever num_proc says: that process keeps
+    its reading and table threads."""
+    from llava_zh.builder import llava_instruct_zh
+
+    recs = [record(i, "conversation") for i in range(4)]
+    ann = write_annotations(tmp_path / "d", "conversation", recs, "jsonl")
+    write_images(tmp_path / "d", {r["image"]: jpeg_bytes() for r in recs}, "zip")
+    calls = []
+    real = llava_instruct_zh.generate_tables
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["threads"])
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(llava_instruct_zh, "generate_tables", spy)
+    ds = llava_zh.load_dataset(str(ann.parent), cache_dir=str(tmp_path / "c"), num_proc=2)
+    assert calls == [True] and sorted(ds["id"]) == sorted(r["id"] for r in recs)
