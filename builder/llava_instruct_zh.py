@@ -135,6 +135,9 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
             return datasets.config.ARROW_RECORD_BATCH_SIZE_FOR_IMAGE_DATASETS
         return self.TEXT_WRITER_BATCH_SIZE
 
+    #: set by ``_prepare_split`` when the split is shared out among several processes
+    _one_thread_per_process = False
+
     def _prepare_split(self, split_generator, *args, **kwargs):
         # Several processes share the cores: each then works in one thread (no reading or table thread,
         # no Arrow thread pool), as threads on top of busy cores only add switching. Set here, before
@@ -148,7 +151,7 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
 
     def _prepare_split_single(self, *args, **kwargs):
         # the cache file is written in pieces of 1 MiB (see llava_zh.cache_writes for why and how)
-        with piecewise_local_writes(), arrow_threads(not getattr(self, "_one_thread_per_process", False)):
+        with piecewise_local_writes(), arrow_threads(not self._one_thread_per_process):
             try:
                 yield from super()._prepare_split_single(*args, **kwargs)
             except datasets.exceptions.DatasetGenerationError as e:
@@ -171,4 +174,4 @@ class LlavaInstructZh(datasets.ArrowBasedBuilder):
         reports_dir = self.reports_dir or os.path.join(self._output_dir, "llava_zh_reports")
         index_dir = self.index_dir or os.path.join(self._cache_dir_root, "llava_zh_archives")
         yield from generate_tables(files, split, options, self.config.image_paths, index_dir, reports_dir,
-                                   threads=not getattr(self, "_one_thread_per_process", False))
+                                   threads=not self._one_thread_per_process)

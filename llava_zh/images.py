@@ -150,8 +150,9 @@ class MemberIndex:
 
         names = "\0".join(self.names_list)
         originals = "\0".join(self.originals) if self.originals is not None else ""
-        if names.count("\0") != max(len(self.names_list) - 1, 0) or originals.count("\0") != max(len(self.originals or ()) - 1, 0):
-            return  # pragma: no cover  (a NUL in a member name: not cached)
+        separators = max(len(self.names_list) - 1, 0) + max(len(self.originals or ()) - 1, 0)
+        if names.count("\0") + originals.count("\0") != separators:  # a NUL inside a member name: not cached
+            return  # pragma: no cover
         buf = io.BytesIO()
         np.savez(buf, offsets=self.offsets, sizes=self.sizes, kinds=self.kinds,
                  names=np.frombuffer(names.encode("utf-8", "surrogatepass"), dtype=np.uint8),
